@@ -1,0 +1,27 @@
+"""nv-datalad: NeuroVault statistical maps as reproducible, versioned, citable DataLad datasets.
+
+Heavy imports (datalad, nilearn, requests) happen inside the functions that need them, so
+``import nv_datalad`` and ``nv-datalad --help`` stay instant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "build", "load"]
+
+
+def build(spec_or_path: Any, dataset: Any = None, **options: Any) -> Any:
+    """Create or update a dataset from a spec; see :func:`nv_datalad.builder.build`."""
+    from .builder import build as _build
+
+    return _build(spec_or_path, dataset, **options)
+
+
+def load(dataset: Any, **options: Any) -> Any:
+    """A ``fetch_neurovault``-style Bunch of a built dataset; see :func:`nv_datalad.load.load`."""
+    from .load import load as _load
+
+    return _load(dataset, **options)

@@ -1,0 +1,343 @@
+"""Thin layer over git-annex: long-lived ``--batch --json`` processes with a watchdog.
+
+``datalad addurls`` runs one ``git annex metadata`` per file (1000 files: ~60 s); one batch
+process does the same in ~2.5 s. git-annex has no timeout for ``addurl``, so every batch here
+runs under a stall watchdog: when no result arrives for ``stall_timeout`` seconds the process is
+killed and every pending item is reported as failed (and retried by the next build).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import AnnexError, EnvironmentProblem
+
+log = logging.getLogger(__name__)
+
+WEB_UUID = "00000000-0000-0000-0000-000000000001"
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """Outcome of registering one URL at one path."""
+
+    path: str
+    url: str
+    key: str | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.key is not None and not self.error
+
+
+def git(root: Path, *args: str, check: bool = True, input: str | None = None) -> str:
+    """Run git in ``root``; return stdout. Arguments are a list: nothing goes through a shell."""
+    proc = subprocess.run(
+        ["git", "-C", str(root), *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AnnexError(f"git {' '.join(args[:3])} failed: {proc.stderr.strip()[:500]}")
+    return proc.stdout
+
+
+def annex_available() -> str:
+    """The git-annex version, or a clear error saying how to get it."""
+    try:
+        out = subprocess.run(
+            ["git", "annex", "version", "--raw"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise EnvironmentProblem(
+            "git-annex not found on PATH; install it with `pip install git-annex` "
+            "and put that environment's bin/ on PATH"
+        ) from exc
+    return out
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: SIGKILL this child when the build that started it dies.
+
+    Otherwise a killed build leaves an orphaned ``addurl`` downloading and holding transfer
+    locks while the next build runs, which then fails on exactly those files.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+
+
+_PREEXEC = _die_with_parent if sys.platform.startswith("linux") else None
+
+
+class BatchRunner:
+    """Feed lines to one ``git annex <cmd> --batch --json`` process; collect JSON replies.
+
+    A writer thread feeds stdin while the caller drains stdout, so large batches never
+    deadlock on full pipes. Replies may arrive out of order (``-J``), so callers match them
+    by the fields git-annex echoes (``file``, ``input``).
+    """
+
+    def __init__(self, root: Path, args: Sequence[str], *, stall_timeout: float = 300.0):
+        self.root = root
+        self.args = list(args)
+        self.stall_timeout = stall_timeout
+
+    def run(self, lines: Sequence[str], expected: int | None = None) -> tuple[list[dict], str]:
+        """Return (replies, problem). ``problem`` is empty unless the process died or stalled."""
+        expected = len(lines) if expected is None else expected
+        if not lines:
+            return [], ""
+        proc = subprocess.Popen(
+            ["git", "annex", *self.args],
+            cwd=self.root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            preexec_fn=_PREEXEC,
+        )
+        replies: queue.Queue[str | None] = queue.Queue()
+        stderr_lines: list[str] = []
+
+        def feed() -> None:
+            try:
+                for line in lines:
+                    assert proc.stdin is not None
+                    proc.stdin.write(line + "\n")
+                    proc.stdin.flush()
+                proc.stdin.close()  # type: ignore[union-attr]
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+
+        def drain() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                replies.put(raw)
+            replies.put(None)
+
+        def drain_err() -> None:
+            assert proc.stderr is not None
+            for raw in proc.stderr:
+                stderr_lines.append(raw.rstrip())
+
+        threads = [threading.Thread(target=t, daemon=True) for t in (feed, drain, drain_err)]
+        for t in threads:
+            t.start()
+        results: list[dict] = []
+        problem = ""
+        while len(results) < expected:
+            try:
+                raw = replies.get(timeout=self.stall_timeout)
+            except queue.Empty:
+                problem = (
+                    f"git annex {self.args[0]} stalled: no progress for {self.stall_timeout:.0f} s"
+                )
+                proc.kill()
+                break
+            if raw is None:
+                if len(results) < expected:
+                    tail = "; ".join(stderr_lines[-3:])
+                    problem = f"git annex {self.args[0]} exited early ({tail or 'no message'})"
+                break
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                results.append(json.loads(raw))
+            except json.JSONDecodeError:
+                log.debug("non-JSON line from git annex %s: %s", self.args[0], raw)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return results, problem
+
+
+def _errors(reply: Mapping) -> str:
+    msgs = reply.get("error-messages") or []
+    note = reply.get("note") or ""
+    return "; ".join(str(m).strip() for m in msgs if m) or str(note) or "failed"
+
+
+class Annex:
+    """The git-annex operations a build needs, each one process per batch."""
+
+    def __init__(self, root: Path, *, jobs: int = 4, stall_timeout: float = 300.0):
+        self.root = Path(root)
+        self.jobs = max(1, jobs)
+        self.stall_timeout = stall_timeout
+
+    def addurls(
+        self, pairs: Sequence[tuple[str, str]], *, mode: str = "download"
+    ) -> list[AddResult]:
+        """Register ``(url, relpath)`` pairs: ``download`` (checksum keys) or ``register``
+        (``--fast``: a HEAD for the size, a VURL key, nothing downloaded)."""
+        if not pairs:
+            return []
+        for url, path in pairs:
+            if any(c in url + path for c in "\n\r"):
+                raise AnnexError(f"refusing a URL or path with a line break: {url!r}")
+        args = ["addurl", "--batch", "--with-files", "--json", "--json-error-messages"]
+        args += ["-J", str(self.jobs)]
+        if mode == "register":
+            args.append("--fast")
+        runner = BatchRunner(self.root, args, stall_timeout=self.stall_timeout)
+        replies, problem = runner.run([f"{url} {path}" for url, path in pairs])
+        by_path: dict[str, dict] = {}
+        for reply in replies:
+            path = reply.get("file")
+            if path is None and reply.get("input"):
+                path = str(reply["input"][0]).split(" ", 1)[-1]
+            if path is not None:
+                by_path[str(path)] = reply
+        out = []
+        for url, path in pairs:
+            reply = by_path.get(path)
+            if reply is None:
+                out.append(AddResult(path, url, None, problem or "no reply from git-annex"))
+            elif reply.get("success") and reply.get("key"):
+                out.append(AddResult(path, url, str(reply["key"])))
+            else:
+                out.append(AddResult(path, url, None, _errors(reply)))
+        return out
+
+    def set_metadata(self, items: Sequence[tuple[str, Mapping[str, object]]]) -> dict[str, str]:
+        """Set annex metadata fields per file (replacing old values); returns path → error."""
+        lines = []
+        for path, fields in items:
+            clean = {
+                k: [str(v)] if v is not None and str(v) != "" else []
+                for k, v in fields.items()
+            }
+            lines.append(json.dumps({"file": path, "fields": clean}, ensure_ascii=False))
+        runner = BatchRunner(
+            self.root, ["metadata", "--batch", "--json", "--json-error-messages"],
+            stall_timeout=self.stall_timeout,
+        )
+        replies, problem = runner.run(lines)
+        done = {str(r.get("file")): r for r in replies}
+        errors = {}
+        for path, _ in items:
+            reply = done.get(path)
+            if reply is None:
+                errors[path] = problem or "no reply from git-annex"
+            elif not reply.get("success"):
+                errors[path] = _errors(reply)
+        return errors
+
+    def drop(self, paths: Sequence[str]) -> dict[str, str]:
+        """Drop local copies (git-annex checks the web still has them); path → error."""
+        if not paths:
+            return {}
+        runner = BatchRunner(
+            self.root, ["drop", "--batch", "--json", "--json-error-messages"],
+            stall_timeout=self.stall_timeout,
+        )
+        replies, problem = runner.run(list(paths))
+        done = {str(r.get("file")): r for r in replies}
+        return {
+            p: (problem or "no reply") if p not in done else _errors(done[p])
+            for p in paths
+            if p not in done or not done[p].get("success")
+        }
+
+    def lookup_keys(self, paths: Sequence[str]) -> dict[str, str]:
+        """Key of each annexed path (one ``lookupkey --batch`` process)."""
+        if not paths:
+            return {}
+        proc = subprocess.run(
+            ["git", "annex", "lookupkey", "--batch"],
+            cwd=self.root, input="".join(p + "\n" for p in paths),
+            capture_output=True, text=True, check=False,
+        )
+        keys = proc.stdout.splitlines()
+        return {p: k for p, k in zip(paths, keys, strict=False) if k.strip()}
+
+    def unregister_urls(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Stop ``key`` from claiming the web has it at ``url`` (NeuroVault URLs are not
+        versioned: after an update the URL serves other bytes)."""
+        lines = [f"{key} {url}" for key, url in pairs]
+        if not lines:
+            return
+        proc = subprocess.run(
+            ["git", "annex", "unregisterurl", "--batch"],
+            cwd=self.root, input="".join(line + "\n" for line in lines),
+            capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            raise AnnexError(f"git annex unregisterurl failed: {proc.stderr.strip()[:300]}")
+
+    def copy_keys_to(self, remote: str, keys: Sequence[str]) -> dict[str, str]:
+        """Copy content of ``keys`` to ``remote`` before it is superseded; key → error."""
+        if not keys:
+            return {}
+        runner = BatchRunner(
+            self.root,
+            ["copy", "--to", remote, "--batch-keys", "--json", "--json-error-messages"],
+            stall_timeout=self.stall_timeout,
+        )
+        replies, problem = runner.run(list(keys))
+        done = {str(r.get("key")): r for r in replies}
+        return {
+            k: (problem or "no reply") if k not in done else _errors(done[k])
+            for k in keys
+            if k not in done or not done[k].get("success")
+        }
+
+    def has_content(self, path: str) -> bool:
+        full = self.root / path
+        return full.exists()  # an annex symlink resolves only when content is present
+
+
+def configure_loopback(root: Path, host: str) -> bool:
+    """Allow git-annex to download from a loopback server, for this dataset only.
+
+    git-annex refuses private addresses by default. We allow exactly that IP (never ``all``,
+    which would also enable curl and yt-dlp), in the dataset's own ``.git/config``; clones do
+    not inherit it. Returns True when something was configured.
+    """
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            return False
+        ip = ipaddress.ip_address("127.0.0.1")
+    if not ip.is_loopback:
+        return False
+    current = git(root, "config", "--get", "annex.security.allowed-ip-addresses", check=False)
+    allowed = current.split()
+    if str(ip) in allowed:
+        return False
+    git(root, "config", "annex.security.allowed-ip-addresses", " ".join([*allowed, str(ip)]))
+    return True
+
+
+def ensure_tools_on_path() -> None:
+    """Put this interpreter's bin/ on PATH: the git-annex wheel installs its binary there, and
+    DataLad finds git-annex through PATH even when the venv is not activated."""
+    import sys
+
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")

@@ -1,0 +1,69 @@
+"""The ``archive`` remote: where content goes before NeuroVault's URL starts serving new bytes.
+
+NeuroVault URLs are not versioned, so the web remote can only ever give the newest file. With
+``archive`` set, superseded content is copied to a git-annex special remote first, and
+``datalad get`` at an old tag still works. Two kinds:
+
+- a directory path → a ``directory`` special remote (``autoenable`` so clones find it);
+- ``ria+file:///...`` (or another ``ria+`` URL) → a DataLad RIA store via
+  ``datalad create-sibling-ria``; its ORA storage remote is the archive.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+from .annex import git
+from .errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_REMOTE = "nv-archive"
+
+
+def ensure_archive(root: Path, target: str) -> str:
+    """Set up (once) and return the name of the git-annex remote that keeps old content."""
+    if target.startswith("ria+"):
+        return _ensure_ria(root, target)
+    directory = Path(target).expanduser()
+    if not directory.is_absolute():
+        directory = (root / directory).resolve()
+    configured = git(root, "config", "--get", f"remote.{ARCHIVE_REMOTE}.annex-uuid", check=False)
+    if configured.strip():
+        return ARCHIVE_REMOTE
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["git", "annex", "initremote", ARCHIVE_REMOTE, "type=directory",
+         f"directory={directory}", "encryption=none", "autoenable=true"],
+        cwd=root, capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        proc = subprocess.run(
+            ["git", "annex", "enableremote", ARCHIVE_REMOTE, f"directory={directory}"],
+            cwd=root, capture_output=True, text=True, check=False,
+        )
+    if proc.returncode != 0:
+        raise DatasetError(f"cannot set up the archive remote at {directory}: "
+                           f"{proc.stderr.strip()[:300]}")
+    log.info("archive: superseded content goes to %s (remote %s)", directory, ARCHIVE_REMOTE)
+    return ARCHIVE_REMOTE
+
+
+def _ensure_ria(root: Path, url: str) -> str:
+    import datalad.api as dl
+
+    storage = f"{ARCHIVE_REMOTE}-storage"
+    configured = git(root, "config", "--get", f"remote.{storage}.annex-uuid", check=False)
+    if not configured.strip():
+        dl.create_sibling_ria(url=url, name=ARCHIVE_REMOTE, dataset=str(root),
+                              new_store_ok=True, result_renderer="disabled")
+    # git-annex 10.2026x refuses writes to a special remote it has not verified in this clone.
+    probe = subprocess.run(["git", "annex", "verifyremote", storage], cwd=root,
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    remote_id = next((w for w in probe.stdout.split() if w.count("-") == 4), None)
+    if remote_id:
+        subprocess.run(["git", "annex", "verifyremote", storage, "--safe", remote_id],
+                       cwd=root, capture_output=True, text=True, check=False)
+    return storage

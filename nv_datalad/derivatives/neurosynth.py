@@ -1,0 +1,338 @@
+"""Neurosynth words per image, and the (images × vocabulary) matrix nilearn builds from them.
+
+The decoder (``GET <url>?neurovault=<image id>``) is often down: it answers HTML pages, 5xx or
+empty ``values``. All of those mean "no words" for that image: reported as a result, never an
+exception, never a failed build, and retried by the next build because no file was written.
+
+Vectorising follows ``nilearn.datasets.neurovault.neurosynth_words_vectorized``: each file's
+``data.values`` mapping goes through scikit-learn's ``DictVectorizer`` (sorted vocabulary), and an
+image without a readable word file gets an all-zero row. The step is recorded with
+``datalad run`` (``nv-datalad vectorize-words``) so it can be rerun; its outputs are
+byte-for-byte deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from nv_datalad import layout
+from nv_datalad.records import Result, Status
+
+lgr = logging.getLogger(__name__)
+
+FETCH_ACTION = "neurosynth-words"
+VECTORIZE_ACTION = "vectorize-words"
+NO_WORDS = "no words"
+DEFAULT_COMMAND = ("nv-datalad", "vectorize-words")
+#: Beyond this many recorded paths the run record goes to ``.datalad/runinfo``.
+RECORD_INLINE_LIMIT = 200
+#: Fixed zip member timestamp: ``numpy.savez`` stamps the current time, which would make every
+#: rerun produce different bytes.
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def words_values(payload: Any) -> dict | None:
+    """The ``data.values`` mapping when it is a non-empty dict, else None."""
+    if not isinstance(payload, dict):
+        return None
+    data = payload.get("data")
+    values = data.get("values") if isinstance(data, dict) else None
+    return values if isinstance(values, dict) and values else None
+
+
+def fetch_words(session, url: str, image_id: int, timeout: float = 10.0) -> dict | None:
+    """The decoder's JSON for one image, or None when it has no usable words.
+
+    Never raises for network trouble: HTML, 5xx, timeouts, bad JSON and empty values are all
+    "no words", logged at INFO with the reason.
+    """
+    import requests
+
+    iid = int(image_id)
+    try:
+        response = session.get(url, params={"neurovault": iid}, timeout=timeout)
+    except requests.RequestException as exc:
+        lgr.info("no Neurosynth words for image %d: %s", iid, exc)
+        return None
+    if response.status_code != 200:
+        lgr.info("no Neurosynth words for image %d: HTTP %d", iid, response.status_code)
+        return None
+    try:
+        payload = response.json()
+    except ValueError:
+        kind = response.headers.get("Content-Type", "unknown content")
+        lgr.info("no Neurosynth words for image %d: answer is not JSON (%s)", iid, kind)
+        return None
+    if words_values(payload) is None:
+        lgr.info("no Neurosynth words for image %d: empty or missing data.values", iid)
+        return None
+    return payload
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write beside the target then rename: no half-written file survives an interruption."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_words(dataset: Path, collection_id: int, image_id: int, payload: dict) -> str:
+    """Store the decoder's JSON under nilearn's name; returns the path relative to the dataset."""
+    rel = layout.words_file(collection_id, image_id)
+    target = Path(dataset) / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(target, (json.dumps(payload, ensure_ascii=False) + "\n").encode("utf-8"))
+    return str(rel)
+
+
+def _fetch_one(
+    session, url: str, dataset: Path, collection_id: int, image_id: int, timeout: float
+) -> Result:
+    rel = str(layout.words_file(collection_id, image_id))
+    common = {"image_id": int(image_id), "collection_id": int(collection_id), "path": rel}
+    if (Path(dataset) / rel).is_file():
+        return Result(FETCH_ACTION, Status.NOTNEEDED, message="words already present", **common)
+    payload = fetch_words(session, url, image_id, timeout=timeout)
+    if payload is None:
+        return Result(
+            FETCH_ACTION, Status.IMPOSSIBLE, message=NO_WORDS, extra={"reason": NO_WORDS}, **common
+        )
+    try:
+        write_words(dataset, collection_id, image_id, payload)
+    except OSError as exc:
+        return Result(FETCH_ACTION, Status.ERROR, message=f"cannot write words: {exc}", **common)
+    return Result(FETCH_ACTION, Status.OK, **common)
+
+
+def fetch_all(
+    session,
+    url: str,
+    items: Sequence[tuple[int, int]],
+    dataset: Path,
+    jobs: int = 4,
+    timeout: float = 10.0,
+) -> list[Result]:
+    """Fetch words for (collection id, image id) pairs in parallel; one Result per pair, in order.
+
+    Images whose word file exists are ``notneeded``; images without words are ``impossible``
+    with message ``"no words"`` (no file written, so the next build tries again).
+    """
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items)))) as pool:
+        futures = [
+            pool.submit(_fetch_one, session, url, Path(dataset), int(cid), int(iid), timeout)
+            for cid, iid in items
+        ]
+        return [f.result() for f in futures]
+
+
+# --------------------------------------------------------------------------- vectorising
+
+
+def load_word_values(path: Path | None) -> dict:
+    """One file's ``data.values``, or ``{}`` (an all-zero row) when unreadable, as nilearn."""
+    if path is None:
+        return {}
+    try:
+        info = json.loads(Path(path).read_bytes().decode("utf-8"))
+        values = info["data"]["values"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        lgr.info("no words loaded from %s: %s", path, exc)
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def vectorize(word_files: Sequence[Path | None]):
+    """(sparse frequencies, sorted vocabulary), rows in the order of ``word_files``.
+
+    Same matrix and vocabulary as nilearn's ``neurosynth_words_vectorized`` (which returns the
+    dense array). When no file has any word, nilearn returns ``(None, None)``; we return an
+    ``(n, 0)`` matrix and an empty vocabulary so there is still one row per image.
+    """
+    from scipy import sparse
+    from sklearn.feature_extraction import DictVectorizer
+
+    words = [load_word_values(p) for p in word_files]
+    if not any(words):
+        return sparse.csr_matrix((len(words), 0)), []
+    vectorizer = DictVectorizer()
+    frequencies = sparse.csr_matrix(vectorizer.fit_transform(words))
+    return frequencies, [str(term) for term in vectorizer.feature_names_]
+
+
+def npz_bytes(matrix) -> bytes:
+    """``scipy.sparse.save_npz`` output with fixed zip timestamps, so equal input, equal bytes."""
+    from scipy import sparse
+
+    raw = io.BytesIO()
+    sparse.save_npz(raw, matrix, compressed=False)
+    out = io.BytesIO()
+    with zipfile.ZipFile(raw) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for name in src.namelist():
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            info.external_attr = 0o644 << 16
+            dst.writestr(info, src.read(name))
+    return out.getvalue()
+
+
+def vocabulary_text(vocabulary: Sequence[str]) -> str:
+    """One term per line; a line break inside a term would shift every later column."""
+    lines = [term.replace("\r", " ").replace("\n", " ") for term in vocabulary]
+    return "".join(f"{line}\n" for line in lines)
+
+
+def words_files_from_table(images_tsv: Path, root: Path) -> list[Path | None]:
+    """One entry per images.tsv row, in order: the row's word file, or None without one.
+
+    The path is rebuilt from the row's ids (never taken from the table as is), so a hand-edited
+    table cannot make us read outside the dataset.
+    """
+    files: list[Path | None] = []
+    with open(images_tsv, newline="", encoding="utf-8") as fh:
+        for number, row in enumerate(csv.DictReader(fh, delimiter="\t"), start=2):
+            if not (row.get("words_path") or "").strip():
+                files.append(None)
+                continue
+            try:
+                rel = layout.words_file(row["collection_id"], row["image_id"])
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"{images_tsv}:{number}: {exc}") from exc
+            if row["words_path"].strip() != str(rel):
+                lgr.warning(
+                    "%s:%d: words_path %r is not the layout path %s; using the latter",
+                    images_tsv,
+                    number,
+                    row["words_path"],
+                    rel,
+                )
+            files.append(root / rel)
+    return files
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nv-datalad vectorize-words`` (run from the dataset root)."""
+    parser.add_argument(
+        "--images-tsv",
+        type=Path,
+        default=Path(layout.IMAGES_TSV),
+        help="table whose rows (and words_path column) give the matrix rows",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path(layout.NEUROSYNTH_DIR),
+        help="where vocabulary.txt and word_frequencies.npz are written",
+    )
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    """Write vocabulary.txt and word_frequencies.npz. 0: written; 2: unreadable table."""
+    try:
+        files = words_files_from_table(Path(args.images_tsv), Path.cwd())
+    except (OSError, ValueError, csv.Error) as exc:
+        lgr.error("vectorize-words: %s", exc)
+        return 2
+    frequencies, vocabulary = vectorize(files)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / Path(layout.VOCABULARY).name, vocabulary_text(vocabulary).encode("utf-8"))
+    _write_atomic(out / Path(layout.WORD_FREQUENCIES).name, npz_bytes(frequencies))
+    lgr.info(
+        "vectorize-words: %d images, vocabulary of %d terms", frequencies.shape[0], len(vocabulary)
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nv-datalad vectorize-words",
+        description="Build the Neurosynth word-frequency matrix (run from the dataset root).",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    return main_from_args(args)
+
+
+def vectorize_with_provenance(
+    dataset: Path, jobs: int = 1, command_prefix: Sequence[str] | None = None
+) -> Result:
+    """Run the vectorising step under ``datalad run`` (inputs: images.tsv and the word files).
+
+    ``ok`` when a commit recorded new outputs, ``notneeded`` when they were already identical.
+    """
+    import datalad.api as dl
+    from datalad.utils import chpwd
+
+    root = Path(dataset).absolute()
+    table = root / layout.IMAGES_TSV
+    try:
+        files = words_files_from_table(table, root)
+    except (OSError, ValueError, csv.Error) as exc:
+        return Result(VECTORIZE_ACTION, Status.IMPOSSIBLE, message=f"cannot read table: {exc}")
+    inputs = [
+        layout.IMAGES_TSV,
+        *sorted({str(f.relative_to(root)) for f in files if f is not None and f.is_file()}),
+    ]
+    outputs = [layout.VOCABULARY, layout.WORD_FREQUENCIES]
+    (root / layout.NEUROSYNTH_DIR).mkdir(parents=True, exist_ok=True)
+    cmd = [
+        *(command_prefix or DEFAULT_COMMAND),
+        "--images-tsv",
+        layout.IMAGES_TSV,
+        "--out-dir",
+        layout.NEUROSYNTH_DIR,
+    ]
+    head = dl.Dataset(str(root)).repo.get_hexsha()
+    with chpwd(str(root)):
+        results = dl.run(
+            cmd=cmd,
+            dataset=str(root),
+            inputs=inputs,
+            outputs=outputs,
+            message=f"Vectorize Neurosynth words of {len(files)} images",
+            explicit=True,
+            sidecar=True if len(inputs) > RECORD_INLINE_LIMIT else None,
+            jobs=jobs,
+            result_renderer="disabled",
+            on_failure="ignore",
+            return_type="list",
+        )
+    failed = [r for r in results if r.get("status") not in ("ok", "notneeded")]
+    if failed:
+        detail = "; ".join(f"{r.get('action')}: {r.get('message')}" for r in failed)
+        return Result(VECTORIZE_ACTION, Status.ERROR, path=layout.WORD_FREQUENCIES, message=detail)
+    changed = dl.Dataset(str(root)).repo.get_hexsha() != head
+    return Result(
+        VECTORIZE_ACTION,
+        Status.OK if changed else Status.NOTNEEDED,
+        path=layout.WORD_FREQUENCIES,
+        extra={"images": len(files), "vocabulary": layout.VOCABULARY},
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

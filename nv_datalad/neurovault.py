@@ -1,0 +1,374 @@
+"""HTTP client for NeuroVault's REST API (and anything that speaks it, like our emulator).
+
+Survives the live server's quirks (NEUROVAULT_API.md): unordered lists, absolute ``next`` links,
+301s for missing slashes, ``http://`` URLs inside records, null spelled four ways, two date
+styles. Transport retries (5xx, connection errors) are urllib3's ``Retry``; a body that arrives
+truncated or is not JSON is retried here, because urllib3 only retries before the body is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .errors import Forbidden, NeuroVaultError, NotFound
+
+log = logging.getLogger(__name__)
+
+PUBLIC_SERVER = "https://neurovault.org"
+PUBLIC_NEUROSYNTH = "https://neurosynth.org/api/decode/"
+
+# NeuroVault spells null as "", "None", "None / Other", "N/A", "null" depending on record age.
+# nilearn's regex also swallows any text *starting* with "none" ("None of the subjects...");
+# we only treat the whole value as a placeholder.
+_NULL_PLACEHOLDERS = frozenset({"", "none", "none / other", "n/a", "na", "null"})
+
+
+def is_null_placeholder(value: object) -> bool:
+    return isinstance(value, str) and value.strip().lower() in _NULL_PLACEHOLDERS
+
+
+def normalise_nulls(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level placeholder strings become None so filters see one kind of null."""
+    return {k: (None if is_null_placeholder(v) else v) for k, v in record.items()}
+
+
+def parse_date(value: object) -> datetime | None:
+    """ISO-8601 (``...Z``, ``+01:00``, with or without microseconds) to an aware datetime.
+
+    Naive values are taken as UTC. Unparsable values give None rather than an exception: a
+    record with a broken date is still a record, it just cannot be compared for updates.
+    """
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def is_web_url(url: object) -> bool:
+    """Only http(s) URLs with a host are ever requested or registered in the annex."""
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not any(
+        c in url for c in "\r\n\t "
+    )
+
+
+def normalise_url(url: str, *, https: bool) -> str:
+    """``http://`` → ``https://`` for the public server, whose records still say http."""
+    if https and url.startswith("http://"):
+        return "https://" + url[len("http://") :]
+    return url
+
+
+def is_public_server(base_url: str) -> bool:
+    return urlsplit(base_url).netloc.lower() in ("neurovault.org", "www.neurovault.org")
+
+
+def default_neurosynth_url(base_url: str) -> str:
+    """Neurosynth for the public server; the server's own ``/api/decode/`` otherwise (emulator)."""
+    if is_public_server(base_url):
+        return PUBLIC_NEUROSYNTH
+    return base_url.rstrip("/") + "/api/decode/"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Knobs with defaults that suit the public server (nilearn uses a 10 s timeout)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    retries: int = 5
+    backoff: float = 0.5
+    page_size: int = 1000  # the server's max_limit; fewer round trips than nilearn's 100
+    workers: int = 8
+    user_agent: str = "nv-datalad"
+
+
+def _with_query(url: str, **params: Any) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update({k: str(v) for k, v in params.items()})
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class NeuroVaultClient:
+    """One pooled ``requests.Session`` shared by worker threads (requests sessions are safe for
+    concurrent GETs through one adapter pool)."""
+
+    def __init__(self, base_url: str, config: ClientConfig | None = None):
+        if not is_web_url(base_url):
+            raise NeuroVaultError(f"server must be an http(s) URL, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.api_url = self.base_url + "/api/"
+        self.config = config or ClientConfig()
+        self.https = is_public_server(self.base_url) and self.base_url.startswith("https://")
+        self.session = self._make_session()
+        self._lock = threading.Lock()
+        self.requests_made = 0
+
+    def _make_session(self) -> requests.Session:
+        cfg = self.config
+        retry = Retry(
+            total=cfg.retries,
+            connect=cfg.retries,
+            read=cfg.retries,
+            status=cfg.retries,
+            backoff_factor=cfg.backoff,
+            backoff_max=30,
+            status_forcelist=(429, 500, 502, 503, 504),
+            allowed_methods=frozenset({"GET", "HEAD"}),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+        session = requests.Session()
+        adapter = HTTPAdapter(
+            max_retries=retry, pool_connections=cfg.workers, pool_maxsize=cfg.workers * 2
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.update({"User-Agent": cfg.user_agent, "Accept": "application/json"})
+        return session
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> NeuroVaultClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport -------------------------------------------------------------------------
+
+    def url_for(self, path: str) -> str:
+        return urljoin(self.api_url, path.lstrip("/"))
+
+    def get_json(self, url: str) -> Any:
+        """GET ``url`` and decode JSON, retrying bodies that arrive broken.
+
+        404 and 403 raise at once (:class:`NotFound`, :class:`Forbidden`); other failures raise
+        :class:`NeuroVaultError` naming the URL after ``retries`` attempts.
+        """
+        cfg = self.config
+        last: Exception | None = None
+        for attempt in range(cfg.retries + 1):
+            if attempt:
+                time.sleep(min(cfg.backoff * 2 ** (attempt - 1), 10))
+            try:
+                with self._lock:
+                    self.requests_made += 1
+                resp = self.session.get(url, timeout=(cfg.connect_timeout, cfg.read_timeout))
+            except requests.RequestException as exc:
+                last = exc
+                log.debug("request failed (%s), retrying: %s", exc, url)
+                continue
+            if resp.status_code == 404:
+                raise NotFound("not found on the server", url=url, status_code=404)
+            if resp.status_code == 403:
+                raise Forbidden("access denied (private?)", url=url, status_code=403)
+            if resp.status_code >= 400:
+                last = NeuroVaultError("server error", url=url, status_code=resp.status_code)
+                continue
+            try:
+                return resp.json()
+            except ValueError as exc:  # truncated or malformed body
+                last = exc
+                log.debug("malformed JSON (%s), retrying: %s", exc, url)
+        if isinstance(last, NeuroVaultError):
+            raise last
+        raise NeuroVaultError(f"giving up after {cfg.retries + 1} attempts ({last})", url=url)
+
+    # -- paging ----------------------------------------------------------------------------
+
+    def list_all(self, path: str, *, limit: int | None = None) -> list[dict]:
+        """Every result of a paginated list, fetched in parallel and returned in page order.
+
+        The first page tells ``count``; the remaining offsets are requested concurrently.
+        ``next`` links are followed afterwards only if the parallel pages came up short (the
+        list grew meanwhile), with a guard against a server that loops.
+        """
+        page = self.config.page_size if limit is None else limit
+        first_url = _with_query(self.url_for(path), limit=page, offset=0)
+        first = self._page(first_url)
+        results = list(first["results"])
+        count = first.get("count")
+        nxt = first.get("next")
+        if nxt and isinstance(count, int) and count > len(results):
+            step = len(results) or page
+            offsets = range(step, count, step)
+            urls = [_with_query(self.url_for(path), limit=page, offset=o) for o in offsets]
+            for batch in self.map(self._page, urls):
+                results.extend(batch["results"])
+                nxt = batch.get("next")
+        seen: set[str] = set()
+        while nxt and len(results) < (count or 0):
+            if nxt in seen or len(seen) > 100_000:
+                raise NeuroVaultError("paging loops (a 'next' link repeats)", url=nxt)
+            seen.add(nxt)
+            batch = self._page(nxt)
+            if not batch["results"]:
+                break
+            results.extend(batch["results"])
+            nxt = batch.get("next")
+        return _dedupe_by_id(results)
+
+    def iter_pages(self, path: str) -> Iterator[list[dict]]:
+        """Follow ``next`` links one page at a time (for callers that stop early)."""
+        url: str | None = _with_query(self.url_for(path), limit=self.config.page_size, offset=0)
+        seen: set[str] = set()
+        while url:
+            if url in seen:
+                raise NeuroVaultError("paging loops (a 'next' link repeats)", url=url)
+            seen.add(url)
+            batch = self._page(url)
+            yield batch["results"]
+            url = batch.get("next")
+
+    def _page(self, url: str) -> dict:
+        data = self.get_json(url)
+        if isinstance(data, dict) and "id" in data and "results" not in data:
+            data = {"count": 1, "next": None, "results": [data]}
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise NeuroVaultError("reply is not a result page", url=url)
+        data["results"] = [r for r in data["results"] if isinstance(r, dict)]
+        return data
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """Run ``fn`` over ``items`` on the worker pool, yielding results in input order."""
+        items = list(items)
+        if len(items) <= 1:
+            yield from (fn(i) for i in items)
+            return
+        with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
+            yield from pool.map(fn, items)
+
+    # -- resources -------------------------------------------------------------------------
+
+    def collections(self) -> list[dict]:
+        return self.list_all("collections/")
+
+    def collection(self, collection_id: int) -> dict:
+        return self._record(f"collections/{int(collection_id)}/")
+
+    def collection_images(self, collection_id: int) -> list[dict]:
+        return self.list_all(f"collections/{int(collection_id)}/images/")
+
+    def image(self, image_id: int) -> dict:
+        return self._record(f"images/{int(image_id)}/")
+
+    def _record(self, path: str) -> dict:
+        url = self.url_for(path)
+        data = self.get_json(url)
+        if not isinstance(data, dict) or "id" not in data:
+            raise NeuroVaultError("reply is not a record", url=url)
+        return data
+
+    def file_url(self, record: Mapping[str, Any]) -> str | None:
+        """The record's download URL, normalised, or None when it is not a web URL."""
+        url = record.get("file")
+        if not is_web_url(url):
+            return None
+        return normalise_url(str(url), https=self.https)
+
+    def file_changed_since(self, url: str, since: datetime) -> bool | None:
+        """Conditional HEAD: has the file behind ``url`` changed after ``since``?
+
+        NeuroVault's ``Last-Modified`` is the file's mtime and it honours If-Modified-Since, so
+        asked with the image's previous ``modify_date``, a metadata-only edit answers 304 and
+        costs no download. A 200 whose Last-Modified is not newer counts as unchanged too
+        (servers that ignore If-Modified-Since).
+        Returns None when the server cannot tell (no Last-Modified).
+        """
+        header = since.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+        cfg = self.config
+        try:
+            with self._lock:
+                self.requests_made += 1
+            resp = self.session.head(
+                url,
+                headers={"If-Modified-Since": header, "Accept": "*/*"},
+                timeout=(cfg.connect_timeout, cfg.read_timeout),
+                allow_redirects=True,
+            )
+        except requests.RequestException as exc:
+            raise NeuroVaultError(f"HEAD failed ({exc})", url=url) from exc
+        if resp.status_code == 304:
+            return False
+        if resp.status_code == 404:
+            raise NotFound("file not found on the server", url=url, status_code=404)
+        if resp.status_code >= 400:
+            raise NeuroVaultError("HEAD failed", url=url, status_code=resp.status_code)
+        last_modified = resp.headers.get("Last-Modified")
+        if not last_modified:
+            return None
+        try:
+            from email.utils import parsedate_to_datetime
+
+            return parsedate_to_datetime(last_modified) > since.replace(microsecond=0)
+        except (TypeError, ValueError):
+            return None
+
+
+def _dedupe_by_id(results: list[dict]) -> list[dict]:
+    """Offset paging over a list that changes can repeat a record; keep the first."""
+    seen: set[object] = set()
+    out = []
+    for r in results:
+        rid = r.get("id")
+        if rid in seen:
+            continue
+        seen.add(rid)
+        out.append(r)
+    return out
+
+
+_INT = re.compile(r"^\d+$")
+
+
+def record_id(record: Mapping[str, Any]) -> int | None:
+    """A record's integer id, or None when the server sent something else."""
+    rid = record.get("id")
+    if isinstance(rid, bool):
+        return None
+    if isinstance(rid, int) and rid >= 0:
+        return rid
+    if isinstance(rid, str) and _INT.match(rid):
+        return int(rid)
+    return None
+
+
+def image_collection_id(record: Mapping[str, Any]) -> int | None:
+    """``collection_id``, or parsed from the ``collection`` URL in older records."""
+    cid = record.get("collection_id")
+    if isinstance(cid, int) and not isinstance(cid, bool) and cid >= 0:
+        return cid
+    if isinstance(cid, str) and _INT.match(cid):
+        return int(cid)
+    url = record.get("collection")
+    if isinstance(url, str):
+        m = re.search(r"/collections/(\d+)/?$", url)
+        if m:
+            return int(m.group(1))
+    return None

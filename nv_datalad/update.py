@@ -1,0 +1,175 @@
+"""The update plan: compare what the server selects with what the dataset holds.
+
+Pure functions, no I/O: given server records and local sidecars, classify every image.
+Applying the plan (downloads, commits) is the builder's job; ``--dry-run`` prints this plan.
+
+``modify_date`` is compared as aware datetimes (the server mixes ``Z`` and ``+01:00``).
+A newer date does not prove the file changed (a metadata edit bumps it too): images whose
+URL or ``file_size`` differ are content changes; the rest are ``CHECK`` until a conditional
+request to the server settles them (see :func:`settle`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from .neurovault import image_collection_id, parse_date
+from .records import PROVENANCE_KEY
+from .selection import Selected
+
+
+class Change(StrEnum):
+    NEW = "new"
+    CONTENT = "content"  # newer modify_date and a different file
+    METADATA = "metadata"  # newer modify_date, same file
+    CHECK = "check"  # newer modify_date, same URL and size: ask the server
+    UNCHANGED = "unchanged"
+    VANISHED = "vanished"  # gone from the server
+    UNSELECTED = "unselected"  # still on the server, no longer matches the spec
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    image_id: int
+    collection_id: int
+    change: Change
+    record: dict | None = None  # server record (None when vanished / not re-read)
+    collection: dict | None = None  # server collection record
+    local: dict | None = None  # current sidecar
+
+    @property
+    def old_date(self) -> str | None:
+        return (self.local or {}).get("modify_date")
+
+    @property
+    def new_date(self) -> str | None:
+        return (self.record or {}).get("modify_date")
+
+
+@dataclass
+class Plan:
+    mode: str
+    items: list[PlannedImage] = field(default_factory=list)
+
+    def of(self, *changes: Change) -> list[PlannedImage]:
+        return [p for p in self.items if p.change in changes]
+
+    def counts(self) -> Counter:
+        return Counter(p.change.value for p in self.items)
+
+    @property
+    def writes(self) -> bool:
+        """Does applying the plan touch image content or sidecars?"""
+        return any(
+            p.change in (Change.NEW, Change.CONTENT, Change.METADATA, Change.CHECK)
+            for p in self.items
+        )
+
+
+def _local_url(sidecar: Mapping[str, Any]) -> str | None:
+    prov = sidecar.get(PROVENANCE_KEY) or {}
+    return prov.get("source_url") or sidecar.get("file")
+
+
+def classify(
+    selected: Selected, local: Mapping[str, Any] | None, *, mode: str, file_url: str | None
+) -> Change:
+    """One image's change, from its server record and its sidecar (None: not in dataset)."""
+    if local is None:
+        return Change.NEW
+    if mode != "overwrite":
+        return Change.UNCHANGED
+    new, old = parse_date(selected.image.get("modify_date")), parse_date(local.get("modify_date"))
+    if new is None or old is None or new <= old:
+        return Change.UNCHANGED
+    if file_url != _local_url(local):
+        return Change.CONTENT
+    if selected.image.get("file_size") != local.get("file_size"):
+        return Change.CONTENT
+    return Change.CHECK
+
+
+def make_plan(
+    selection: Iterable[Selected],
+    local: Mapping[int, Mapping[str, Any]],
+    *,
+    mode: str,
+    file_url: Any = lambda record: record.get("file"),
+    still_on_server: Mapping[int, bool] | None = None,
+    recheck: bool = False,
+) -> Plan:
+    """Classify selected images and every local image the selection no longer covers.
+
+    ``still_on_server`` says, for local images outside the selection, whether the server still
+    has them (True → unselected, False → vanished); unknown ids count as unselected.
+    ``recheck`` turns every unchanged image into a ``CHECK`` (force a content re-check).
+    """
+    plan = Plan(mode=mode)
+    selected_ids: set[int] = set()
+    for sel in selection:
+        iid = sel.image_id
+        selected_ids.add(iid)
+        sidecar = local.get(iid)
+        change = classify(sel, sidecar, mode=mode, file_url=file_url(sel.image))
+        if recheck and change is Change.UNCHANGED and sidecar is not None:
+            change = Change.CHECK
+        plan.items.append(
+            PlannedImage(iid, sel.collection_id, change, sel.image, sel.collection, sidecar)
+        )
+    if mode == "offline":
+        return plan
+    known = still_on_server or {}
+    for iid in sorted(set(local) - selected_ids):
+        sidecar = local[iid]
+        cid = image_collection_id(sidecar) or 0
+        change = Change.UNSELECTED if known.get(iid, True) else Change.VANISHED
+        plan.items.append(PlannedImage(iid, cid, change, None, None, sidecar))
+    plan.items.sort(key=lambda p: p.image_id)
+    return plan
+
+
+def settle(item: PlannedImage, file_changed: bool | None) -> PlannedImage:
+    """Resolve a ``CHECK`` with the server's answer (None: the server could not tell, so the
+    file is downloaded and its key compared)."""
+    if item.change is not Change.CHECK:
+        return item
+    if file_changed is False:
+        return replace(item, change=Change.METADATA)
+    return replace(item, change=Change.CONTENT)
+
+
+def next_version(previous: str | None, *, spec_changed: bool, content_changed: bool) -> str:
+    """Semantic version of a build.
+
+    major: the spec asks a different question; minor: images added, replaced or removed;
+    patch: metadata only (refreshed sidecars, regenerated tables).
+    """
+    if previous is None:
+        return "v1.0.0"
+    major, minor, patch = (int(x) for x in previous.lstrip("v").split("."))
+    if spec_changed:
+        return f"v{major + 1}.0.0"
+    if content_changed:
+        return f"v{major}.{minor + 1}.0"
+    return f"v{major}.{minor}.{patch + 1}"
+
+
+def format_plan(plan: Plan, *, limit: int = 20) -> list[str]:
+    """Human-readable lines for ``--dry-run`` and the build log."""
+    counts = plan.counts()
+    lines = [
+        "plan: "
+        + ", ".join(f"{name} {counts.get(name, 0)}" for name in ("new", "content", "metadata",
+                                                                 "check", "unchanged",
+                                                                 "vanished", "unselected"))
+    ]
+    for change in Change:
+        ids = [p.image_id for p in plan.of(change)]
+        if ids and change is not Change.UNCHANGED:
+            shown = ", ".join(map(str, ids[:limit])) + (" ..." if len(ids) > limit else "")
+            lines.append(f"  {change.value}: {shown}")
+    return lines

@@ -1,0 +1,77 @@
+"""Small helpers shared by the build tests: write a spec, run the CLI, read a dataset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from nv_datalad.cli import main
+
+
+def write_spec(tmp_path: Path, server: str, name: str = "test-ds", **fields) -> Path:
+    spec = {"name": name, "server": server, "max_images": None, **fields}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def nv(*args: str) -> int:
+    """Run the CLI in-process (exit status as the user sees it)."""
+    return main([str(a) for a in args])
+
+
+def git(ds: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(ds), *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def annex(ds: Path, *args: str) -> str:
+    return git(ds, "annex", *args)
+
+
+def image_ids(ds: Path) -> set[int]:
+    """Ids of the images in the dataset, read from the files on disk."""
+    ids = set()
+    for sidecar in (ds / "neurovault").glob("collection_*/image_*_metadata.json"):
+        ids.add(json.loads(sidecar.read_text())["id"])
+    return ids
+
+
+def sidecar(ds: Path, image_id: int) -> dict:
+    (path,) = (ds / "neurovault").glob(f"collection_*/image_{image_id}_metadata.json")
+    return json.loads(path.read_text())
+
+
+def image_file(ds: Path, image_id: int) -> Path:
+    (path,) = [p for p in (ds / "neurovault").glob(f"collection_*/image_{image_id}.nii*")
+               if not p.name.endswith(".json")]
+    return path
+
+
+def key_of(ds: Path, image_id: int) -> str:
+    rel = image_file(ds, image_id).relative_to(ds)
+    return annex(ds, "lookupkey", str(rel)).strip()
+
+
+def tags(ds: Path) -> list[str]:
+    return git(ds, "tag", "--list", "v*").split()
+
+
+def head(ds: Path) -> str:
+    return git(ds, "rev-parse", "HEAD").strip()
+
+
+def nilearn_ids(emulator, tmp_path: Path, monkeypatch, **kwargs) -> set[int]:
+    """What nilearn's own fetcher selects from the same emulator (the oracle)."""
+    from nilearn.datasets import neurovault as nv_mod
+
+    base = emulator.url + "/api/"
+    monkeypatch.setattr(nv_mod, "_NEUROVAULT_BASE_URL", base)
+    monkeypatch.setattr(nv_mod, "_NEUROVAULT_COLLECTIONS_URL", base + "collections/")
+    monkeypatch.setattr(nv_mod, "_NEUROVAULT_IMAGES_URL", base + "images/")
+    monkeypatch.setattr(nv_mod, "_NEUROSYNTH_FETCH_WORDS_URL", emulator.url + "/api/decode/")
+    data = nv_mod.fetch_neurovault(data_dir=str(tmp_path), verbose=0, **kwargs)
+    return {m["id"] for m in data.images_meta}
