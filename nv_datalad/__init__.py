@@ -21,7 +21,7 @@ def build(spec_or_path: Any, dataset: Any = None, **options: Any) -> Any:
 
 
 def load(dataset: Any, **options: Any) -> Any:
-    """A ``fetch_neurovault``-style Bunch of a built dataset; see :func:`nv_datalad.load.load`."""
-    from .load import load as _load
+    """A ``fetch_neurovault``-style Bunch of a built dataset; see :func:`nv_datalad.loader.load`."""
+    from .loader import load as _load
 
     return _load(dataset, **options)

@@ -8,6 +8,7 @@ killed and every pending item is reported as failed (and retried by the next bui
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +202,23 @@ class Annex:
         args += ["-J", str(self.jobs)]
         if mode == "register":
             args.append("--fast")
+        results = self._addurls_once(pairs, args)
+        retry = [(r.url, r.path) for r in results if not r.ok]
+        if not retry:
+            return results
+        # One more try for what failed: transfer locks or tmp files left by a killed run, a
+        # passing network fault. What fails twice is reported (and retried next build).
+        for _, path in retry:
+            full = self.root / path
+            if os.path.lexists(full):
+                git(self.root, "rm", "-q", "--cached", "--ignore-unmatch", "--", path,
+                    check=False)
+                full.unlink()
+        time.sleep(1.0)
+        again = {r.path: r for r in self._addurls_once(retry, args)}
+        return [again.get(r.path, r) for r in results]
+
+    def _addurls_once(self, pairs: Sequence[tuple[str, str]], args: list[str]) -> list[AddResult]:
         runner = BatchRunner(self.root, args, stall_timeout=self.stall_timeout)
         replies, problem = runner.run([f"{url} {path}" for url, path in pairs])
         by_path: dict[str, dict] = {}
@@ -306,6 +325,38 @@ class Annex:
     def has_content(self, path: str) -> bool:
         full = self.root / path
         return full.exists()  # an annex symlink resolves only when content is present
+
+
+def stop_orphans(root: Path) -> list[int]:
+    """Stop git-annex processes a dead build left running in ``root`` (Linux).
+
+    With ``-J``, git-annex downloads in ``transferrer`` child processes that outlive a killed
+    ``addurl`` and keep their transfer locks. Called only when the build lock shows the
+    previous build is gone, so nothing of a live build is touched.
+    """
+    import signal
+
+    proc_dir = Path("/proc")
+    stopped: list[int] = []
+    if not proc_dir.is_dir():
+        return stopped
+    target = str(Path(root).resolve())
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv if a]
+        if cwd != target or not words or not words[0].endswith("git-annex"):
+            continue
+        if any(w in ("transferrer", "addurl") for w in words[1:3]):
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGTERM)
+                stopped.append(int(entry.name))
+    return stopped
 
 
 def configure_loopback(root: Path, host: str) -> bool:

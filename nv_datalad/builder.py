@@ -606,7 +606,8 @@ class _Build:
             self.spec.raw, version, ds_id, [images[i] for i in sorted(images)],
             contributing, self.base_url))
         ds.write_text(self.root, layout.CITATION, cff_for(
-            self.spec.name, self.spec.description, ds_id, version, today, contributing, counts))
+            self.spec.name, self.spec.description, ds_id, version, today, contributing, counts,
+            server=self.base_url))
         ds.prepend_changes(self.root, _changes_entry(version, today, plan, self.results,
                                                      pruned, spec_changed))
         record = self._build_record(version, plan)

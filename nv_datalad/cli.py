@@ -164,14 +164,13 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    from .getter import annex_equivalent, get
+    from .getter import explain_annex_equivalent, get
 
     results = get(Path(args.dataset), args.where, resampled=args.resampled, jobs=args.jobs)
     for r in results:
         print(f"{r.status.value}: {r.path}" + (f" ({r.message})" if r.message else ""))
-    line = annex_equivalent(args.where)
-    if line:
-        print(f"plain git-annex: {line}")
+    line, note = explain_annex_equivalent(args.where)
+    print(f"plain git-annex: {line}" if line else f"plain git-annex: {note}")
     return 1 if any(r.failed for r in results) else 0
 
 

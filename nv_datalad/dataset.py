@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import layout
-from .annex import git
+from .annex import git, stop_orphans
 from .errors import DatasetError
 from .records import COLLECTION_COLUMNS, IMAGE_COLUMNS, PROVENANCE_KEY
 
@@ -79,6 +79,8 @@ def locked(root: Path) -> Iterator[None]:
                     f"or delete {lock} if that process is gone"
                 ) from None
             log.warning("removing stale lock %s (pid %s is gone)", lock, pid)
+            if stop_orphans(root):
+                log.info("stopped git-annex transfers left running by the interrupted build")
             lock.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as fh:

@@ -166,7 +166,7 @@ def select(
 ) -> list[str]:
     """Dataset-relative paths of the matching images (their resampled derivatives when
     ``resampled``; images without one are skipped with a warning), in images.tsv order."""
-    from nv_datalad.load import entries
+    from nv_datalad.loader import entries
 
     chosen = entries(dataset, version=version, where=where)
     if not resampled:

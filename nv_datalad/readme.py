@@ -6,6 +6,8 @@ change rewrites a byte-identical README and makes no commit.
 
 from __future__ import annotations
 
+import json
+import shlex
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,6 +16,7 @@ import yaml
 
 from nv_datalad import layout
 from nv_datalad.cite import NEUROVAULT_REFERENCE, normalise_doi
+from nv_datalad.getter import annex_equivalent
 from nv_datalad.neurovault import normalise_nulls
 from nv_datalad.records import PROVENANCE_KEY
 
@@ -111,6 +114,7 @@ def render_readme(
     example = next((p for p in map(_image_path, ordered) if p), None) or \
         "neurovault/collection_<cid>/image_<iid>.nii.gz"
     map_type = _example_map_type(ordered)
+    annex_line = annex_equivalent({"map_type": map_type})
     spec_yaml = yaml.safe_dump(dict(spec_raw), sort_keys=False, allow_unicode=True,
                                width=100).rstrip()
 
@@ -136,8 +140,8 @@ def render_readme(
         f"cd {name}",
         f"git checkout {version}                       # pin the version you cite",
         f"datalad get {example}",
-        f'nv-datalad get -d . --where "map_type={map_type}"',
-        f'git annex get --metadata "map_type={map_type}"   # the same with git-annex only',
+        f"nv-datalad get -d . --where {shlex.quote(f'map_type={map_type}')}",
+        *([f"{annex_line}   # the same with git-annex only"] if annex_line else []),
         "```",
         "",
         "## Use it in Python",
@@ -145,7 +149,7 @@ def render_readme(
         "```python",
         "from nv_datalad import load",
         "",
-        f'data = load(".", where={{"map_type": "{map_type}"}}, get=True)',
+        f'data = load(".", where={{"map_type": {json.dumps(map_type)}}}, get=True)',
         "data.images            # absolute paths, as nilearn.datasets.fetch_neurovault",
         "data.images_meta       # one metadata dict per image",
         "",

@@ -25,7 +25,6 @@ from helpers import (
 )
 
 
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """One dataset built from the default terms, shared by read-only checks."""
@@ -176,7 +175,7 @@ def test_nilearn_reads_the_dataset_offline(built, tmp_path):
     import datalad.api as dl
     from nilearn.datasets import fetch_neurovault
 
-    emu, ds = built
+    _, ds = built
     clone = tmp_path / "clone"
     dl.clone(source=str(ds), path=str(clone), result_renderer="disabled")
     dl.get(path=str(clone / "neurovault"), dataset=str(clone), result_renderer="disabled")

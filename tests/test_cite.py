@@ -10,6 +10,7 @@ cannot be installed here) accepted the same output when this module was written.
 from __future__ import annotations
 
 import re
+import shlex
 from collections import Counter
 
 import jsonschema
@@ -302,7 +303,8 @@ def test_readme_counts_and_commands(ds):
                    "| fMRI-BOLD | 4 |", "| PET FDG | 1 |", "| group | 3 |",
                    "| (not given) | 1 |", "| single-subject | 1 |",
                    "datalad clone ", "datalad get neurovault/collection_11/image_101.nii.gz",
-                   'nv-datalad get -d . --where "map_type=Z map"', "nv-datalad cite",
+                   "nv-datalad get -d . --where 'map_type=Z map'", "nv-datalad cite",
+                   "git annex get --metadata 'map_type=Z map'",
                    "git checkout v1.1.0", "`ds-id-123`", "doi:10.3389/fninf.2015.00008",
                    "| 11 | Motor mapping | 10.1234/nv.col11 | 2 |",
                    "| 12 | Language \\| reading |  | 2 |", "5 statistical maps from 3"):
@@ -314,6 +316,17 @@ def test_readme_counts_and_commands(ds):
 def test_readme_is_deterministic_and_order_independent(ds):
     sidecars = list(versions.image_sidecars(ds.path).values())
     assert _readme(ds, sidecars) == _readme(ds, list(reversed(sidecars)))
+
+
+def test_readme_commands_survive_odd_map_types():
+    images = [{"id": 1, "collection_id": 2, "map_type": '1-P map ("inverted" probability)'},
+              {"id": 3, "collection_id": 2, "map_type": "weird*map"}]
+    text = render_readme({"name": "odd"}, "v1.0.0", "x", images[:1], [], "s")
+    command = next(line for line in text.splitlines() if line.startswith("nv-datalad get"))
+    assert shlex.split(command)[-1] == 'map_type=1-P map ("inverted" probability)'
+    assert 'load(".", where={"map_type": "1-P map (\\"inverted\\" probability)"}' in text
+    globbed = render_readme({"name": "odd"}, "v1.0.0", "x", images[1:], [], "s")
+    assert "git annex get" not in globbed  # a glob character would match other values
 
 
 def test_readme_for_an_empty_dataset():

@@ -368,6 +368,11 @@ def test_added_collection_is_listed_with_new_ids_and_later_dates(emulator):
     images = get_json(f"{emulator.url}/api/collections/{cid}/images/")["results"]
     assert len(images) == 2 == record["number_of_images"]
     assert all(i["id"] > max(old_images) for i in images)
+    for image in images:
+        added = datetime.fromisoformat(image["add_date"])
+        assert latest < added <= datetime.fromisoformat(image["modify_date"])
+    with pytest.raises(ValueError, match="unique"):
+        emulator.add_collection(name="Fresh maps")
     body = requests.get(images[0]["file"], timeout=TIMEOUT).content
     assert len(body) == images[0]["file_size"]
 

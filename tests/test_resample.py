@@ -322,6 +322,23 @@ def test_run_record_and_rerun_reproduces(tmp_path):
     assert {r.status for r in again} == {Status.NOTNEEDED}
     assert head(ds) == commit
 
+    # a source that changed (new key) gets a new derivative; the others are left alone
+    source = ds / layout.image_file(1, 10)
+    source.unlink()
+    synthetic_image(999).to_filename(source)
+    dl.save(dataset=str(ds), message="image 10 changed", result_renderer="disabled")
+    new_key = annex_keys(ds)[items[0][2]]
+    assert new_key != items[0][3]
+    updated = [(1, 10, items[0][2], new_key), *items[1:3]]
+    results = rs.resample_with_provenance(ds, updated, Spec(), command_prefix=PREFIX)
+    assert [r.status for r in results] == [Status.OK, Status.NOTNEEDED, Status.NOTNEEDED]
+    sidecar = json.loads((ds / layout.resampled_sidecar(1, 10)).read_text())
+    assert sidecar["source_key"] == new_key
+    oracle = resample_img(img=str(source), target_affine=STD_AFFINE)
+    got = nib.load(ds / layout.resampled_file(1, 10))
+    np.testing.assert_allclose(got.get_fdata(), oracle.get_fdata())
+    assert (ds / manifest).is_file()  # the first run's manifest stays, for its rerun
+
 
 def test_sources_without_local_content_are_fetched(tmp_path):
     origin = tmp_path / "origin"
@@ -330,10 +347,13 @@ def test_sources_without_local_content_are_fetched(tmp_path):
     dl.clone(source=str(origin), path=str(clone), result_renderer="disabled")
     assert not (clone / layout.image_file(4, 40)).exists()  # a symlink without content
 
+    unknown_key = [*items[:1], (*items[1][:3], "")]  # a caller that does not know the key
     results = rs.resample_with_provenance(
-        clone, items, Spec(interpolation="linear"), command_prefix=PREFIX
+        clone, unknown_key, Spec(interpolation="linear"), command_prefix=PREFIX
     )
     assert [r.status for r in results] == [Status.OK, Status.OK]
+    sidecar = json.loads((clone / layout.resampled_sidecar(4, 41)).read_text())
+    assert sidecar["source_key"] == items[1][3]
     got = nib.load(clone / layout.resampled_file(4, 41))
     oracle = resample_img(
         img=str(origin / layout.image_file(4, 41)), target_affine=STD_AFFINE, interpolation="linear"

@@ -421,7 +421,8 @@ def command_args(
 
 
 def _up_to_date(dataset: Path, row: ManifestRow, grid: TargetGrid) -> bool:
-    """The derivative exists and its sidecar says it came from this key on this grid."""
+    """The derivative exists and its sidecar says it came from this key, on this grid, with
+    this software: used both to skip work already done and to tell success after a run."""
     sidecar = dataset / row.sidecar
     if not (dataset / row.output).is_symlink() and not (dataset / row.output).exists():
         return False
@@ -438,12 +439,25 @@ def _up_to_date(dataset: Path, row: ManifestRow, grid: TargetGrid) -> bool:
     return all(record.get(k) == v for k, v in wanted.items())
 
 
-def _made(dataset: Path, row: ManifestRow) -> bool:
-    try:
-        record = json.loads((dataset / row.sidecar).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return record.get("source_key") == row.key and os.path.lexists(dataset / row.output)
+def _lookup_keys(dataset: Path, paths: Sequence[str]) -> dict[str, str]:
+    """Annex keys of files whose key the caller did not know (one batched git-annex call)."""
+    if not paths:
+        return {}
+    import subprocess
+
+    proc = subprocess.run(
+        ["git", "annex", "lookupkey", "--batch"],
+        cwd=dataset,
+        input="".join(f"{p}\n" for p in paths),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    keys = proc.stdout.splitlines()
+    if proc.returncode != 0 or len(keys) != len(paths):
+        lgr.info("git annex lookupkey failed: %s", proc.stderr.strip())
+        return {}
+    return {p: k.strip() for p, k in zip(paths, keys, strict=True) if k.strip()}
 
 
 def _result(
@@ -482,9 +496,11 @@ def resample_with_provenance(
     grid = target_grid(resample)
     results: dict[int, Result] = {}
     todo: list[tuple[int, ManifestRow]] = []
+    known = _lookup_keys(dataset, [str(it[2]) for it in items if not it[3]])
     for index, item in enumerate(items):
         try:
-            row = manifest_row(item[0], item[1], item[2], item[3])
+            key = item[3] or known.get(str(item[2]), "")
+            row = manifest_row(item[0], item[1], item[2], key)
         except ValueError as exc:
             results[index] = _result(item, Status.ERROR, str(exc))
             continue
@@ -536,7 +552,7 @@ def resample_with_provenance(
     )
     for index, row in todo:
         item = items[index]
-        if _made(dataset, row):
+        if _up_to_date(dataset, row, grid):
             results[index] = _result(item, Status.OK, path=row.output, sidecar=row.sidecar)
         else:
             why = failures.get(row.output) or _render(run_error) or "derivative not produced"

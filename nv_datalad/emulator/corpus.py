@@ -203,7 +203,13 @@ def demo_plans() -> tuple[CollectionPlan, ...]:
         CollectionPlan(
             1952, "Button press localizer (nilearn sample)", new, _utc(2016, 12, 9, 10, 11, 12),
             SAMPLE_IMAGE_ID,
-            (ImagePlan("sample", name="left vs right button press"),),
+            (
+                ImagePlan(
+                    "sample",
+                    name="left vs right button press",
+                    extra=(("description", "Real upload: nilearn's sample motor map."),),
+                ),
+            ),
             paradigm=0, subjects=None,
         ),
         CollectionPlan(
@@ -479,12 +485,15 @@ class Corpus:
         if n_images < 0:
             raise ValueError(f"n_images must be >= 0, got {n_images!r}")
         private = bool(fields.pop("private", False))
+        name = fields.pop("name", None)
+        if name is not None and any(c.record["name"] == name for c in self.collections.values()):
+            raise ValueError(f"a collection named {name!r} exists already; names are unique")
         cid = max(self.collections) + 1 + int(self._rng.integers(0, 7))
         first = (max(self.images) if self.images else 100) + 1 + int(self._rng.integers(0, 50))
         now = self.clock.tick()
         plan = CollectionPlan(
             id=cid,
-            name=fields.pop("name", None) or f"New collection {cid}",
+            name=name or f"New collection {cid}",
             style=DateStyle.BERLIN,
             added=now,
             first_image_id=first,
@@ -551,8 +560,8 @@ class Corpus:
                 img_added = now
             img_modified = img_added
             if now is None and rng.random() < 0.5:
-                img_modified = img_added + timedelta(days=float(rng.uniform(0, 300)))
-            img_modified = min(img_modified, SNAPSHOT - timedelta(hours=1))
+                later = img_added + timedelta(days=float(rng.uniform(0, 300)))
+                img_modified = min(later, SNAPSHOT - timedelta(hours=1))
             latest = max(latest, img_modified)
             im = self._make_image(plan, image_plan, image_id, n, rng, null, taken, names)
             im.record["add_date"] = format_date(img_added, plan.style)
@@ -719,7 +728,7 @@ def _image_record(
         "description": null if rng.random() < 0.5 else f"Synthetic {kind.map_type or 'atlas'}.",
         "add_date": None,
         "modify_date": None,
-        "is_valid": kind.image_type != "atlas",
+        "is_valid": True,
         "figure": null if rng.random() < 0.7 else f"Figure {int(rng.integers(1, 6))}",
         "data_origin": "volume",
         "surface_left_file": None,

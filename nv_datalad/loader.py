@@ -13,6 +13,7 @@ checked-out version's. To analyse the files of an old version, check it out firs
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 from dataclasses import dataclass, field
@@ -344,7 +345,7 @@ def images_table(dataset: Path | str, version: str | None = None) -> pd.DataFram
     if text is None:
         raise DatasetError(f"{root} has no {layout.IMAGES_TSV} (not a nv-datalad dataset?)")
     frame = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False,
-                        na_values=[""], quoting=3)
+                        na_values=[""], quoting=csv.QUOTE_NONE)
     for col in IMAGE_COLUMNS:
         if col not in frame.columns:
             frame[col] = pd.NA

@@ -1,0 +1,236 @@
+"""Versioned updates (issue 5): the pure planner, then overwrite builds against a mutating
+emulator, ``diff``, ``verify`` and the archive remote."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from helpers import annex, git, head, image_file, image_ids, key_of, nv, sidecar, tags, write_spec
+
+from nv_datalad.selection import Selected
+from nv_datalad.update import Change, make_plan, next_version, settle
+
+# -- the planner, without git --------------------------------------------------------------
+
+
+def _sel(iid, date, size=10, url=None):
+    image = {"id": iid, "collection_id": 1, "modify_date": date, "file_size": size,
+             "file": url or f"https://nv/media/images/1/{iid}.nii.gz"}
+    return Selected(image, {"id": 1})
+
+
+def _local(iid, date, size=10, url=None):
+    url = url or f"https://nv/media/images/1/{iid}.nii.gz"
+    return {"id": iid, "collection_id": 1, "modify_date": date, "file_size": size, "file": url,
+            "nv_datalad": {"source_url": url}}
+
+
+def test_planner_classifies_every_kind_of_change():
+    local = {
+        1: _local(1, "2020-01-01T00:00:00Z"),
+        2: _local(2, "2020-01-01T00:00:00Z"),
+        3: _local(3, "2020-01-01T00:00:00Z", size=10),
+        4: _local(4, "2020-01-01T00:00:00Z"),
+        5: _local(5, "2020-01-01T00:00:00Z"),
+        6: _local(6, "2020-01-01T00:00:00Z"),
+    }
+    selection = [
+        _sel(1, "2020-01-01T01:00:00+01:00"),  # same instant, other style: unchanged
+        _sel(2, "2021-01-01T00:00:00Z"),  # newer, same file: ask the server
+        _sel(3, "2021-01-01T00:00:00Z", size=11),  # newer and another size: content
+        _sel(4, "2019-01-01T00:00:00Z"),  # older (clock trouble): unchanged
+        _sel(7, "2021-01-01T00:00:00Z"),  # new
+    ]
+    plan = make_plan(selection, local, mode="overwrite", still_on_server={5: False, 6: True})
+    got = {p.image_id: p.change for p in plan.items}
+    assert got == {1: Change.UNCHANGED, 2: Change.CHECK, 3: Change.CONTENT,
+                   4: Change.UNCHANGED, 5: Change.VANISHED, 6: Change.UNSELECTED, 7: Change.NEW}
+    (check,) = plan.of(Change.CHECK)
+    assert settle(check, False).change is Change.METADATA
+    assert settle(check, True).change is Change.CONTENT
+    assert settle(check, None).change is Change.CONTENT  # unknown: download and compare keys
+
+
+def test_download_new_leaves_existing_images_alone():
+    local = {2: _local(2, "2020-01-01T00:00:00Z")}
+    plan = make_plan([_sel(2, "2024-01-01T00:00:00Z", size=99)], local, mode="download_new")
+    assert [p.change for p in plan.items] == [Change.UNCHANGED]
+
+
+def test_recheck_forces_a_content_check():
+    local = {2: _local(2, "2020-01-01T00:00:00Z")}
+    plan = make_plan([_sel(2, "2020-01-01T00:00:00Z")], local, mode="overwrite", recheck=True)
+    assert [p.change for p in plan.items] == [Change.CHECK]
+
+
+@pytest.mark.parametrize(("previous", "spec", "content", "expected"), [
+    (None, False, True, "v1.0.0"),
+    ("v1.2.3", True, True, "v2.0.0"),
+    ("v1.2.3", False, True, "v1.3.0"),
+    ("v1.2.3", False, False, "v1.2.4"),
+])
+def test_semantic_versions(previous, spec, content, expected):
+    assert next_version(previous, spec_changed=spec, content_changed=content) == expected
+
+
+# -- overwrite against the emulator ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def updated(tmp_path_factory):
+    """Build; change 3 files, edit 2 records, delete 1 image, add a collection; rebuild."""
+    from nv_datalad.emulator import Emulator
+
+    tmp = tmp_path_factory.mktemp("updated")
+    with Emulator(corpus="demo", port=0) as emu:
+        archive = tmp / "archive"
+        spec = write_spec(tmp, emu.url, mode="overwrite", archive=str(archive))
+        ds = tmp / "ds"
+        assert nv("build", spec, "-d", ds) == 0
+        ids = sorted(image_ids(ds))
+        content, meta, deleted = ids[0:3], ids[3:5], ids[5]
+        old = {i: (key_of(ds, i), emu.image_bytes(i)) for i in content}
+        old_dates = {i: sidecar(ds, i)["modify_date"] for i in meta}
+        for i in content:
+            emu.mutate_content(i)
+        for i in meta:
+            emu.mutate_metadata(i)
+        emu.delete_image(deleted)
+        new_collection = emu.add_collection(n_images=3)
+        v1 = head(ds)
+        assert nv("verify", "-d", ds, "--no-fsck") == 1  # drift before the update
+        emu.reset_counters()
+        assert nv("build", spec, "-d", ds) == 0
+        yield {
+            "emu": emu, "ds": ds, "spec": spec, "content": content, "meta": meta,
+            "deleted": deleted, "new_collection": new_collection, "old": old,
+            "old_dates": old_dates, "v1": v1, "archive": archive,
+            "downloads": dict(emu.downloads),
+        }
+
+
+def test_only_changed_and_new_files_are_downloaded(updated):
+    emu = updated["emu"]
+    new_ids = {i for i, r in emu.images.items()
+               if r.get("collection_id") == updated["new_collection"]}
+    assert new_ids
+    new_in_ds = new_ids & image_ids(updated["ds"])
+    assert set(updated["downloads"]) == set(updated["content"]) | new_in_ds
+    assert all(n == 1 for n in updated["downloads"].values())
+
+
+def test_changed_files_have_new_keys_and_bytes(updated):
+    ds, emu = updated["ds"], updated["emu"]
+    for iid in updated["content"]:
+        old_key, old_bytes = updated["old"][iid]
+        assert key_of(ds, iid) != old_key
+        assert image_file(ds, iid).read_bytes() == emu.image_bytes(iid) != old_bytes
+        meta = json.loads(annex(ds, "metadata", "--json", str(image_file(ds, iid).relative_to(ds))))
+        assert meta["fields"]["modify_date"] == [emu.images[iid]["modify_date"]]
+        # the old key no longer claims the web has it
+        where = json.loads(annex(ds, "whereis", "--json", "--key", old_key))
+        assert not any(w["uuid"].endswith("0001") for w in where["whereis"])
+
+
+def test_metadata_edits_refresh_sidecars_without_downloads(updated):
+    ds, emu = updated["ds"], updated["emu"]
+    for iid in updated["meta"]:
+        sc = sidecar(ds, iid)
+        assert sc["modify_date"] == emu.images[iid]["modify_date"] != updated["old_dates"][iid]
+        assert iid not in updated["downloads"]
+
+
+def test_deleted_image_is_kept_and_reported(updated):
+    ds = updated["ds"]
+    assert updated["deleted"] in image_ids(ds)
+    changes = (ds / "CHANGES.md").read_text()
+    assert f"image {updated['deleted']} " in changes.split("## v1.0.0")[0]
+    assert "Vanished" in changes
+
+
+def test_one_new_tag_and_changes_entry(updated):
+    ds = updated["ds"]
+    assert tags(ds) == ["v1.0.0", "v1.1.0"]
+    entry = (ds / "CHANGES.md").read_text().split("## v1.0.0")[0]
+    for iid in [*updated["content"], *updated["meta"]]:
+        assert f"image {iid} " in entry
+    assert "→" in entry  # old → new dates
+    assert git(ds, "status", "--porcelain") == ""
+
+
+def test_diff_reports_the_mutations(updated, capsys):
+    ds = updated["ds"]
+    capsys.readouterr()
+    assert nv("diff", "-d", ds, "--json") == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["old"], d["new"]) == ("v1.0.0", "HEAD")
+    assert d["content_changed"] == sorted(updated["content"])
+    assert d["metadata_only"] == sorted(updated["meta"])
+    assert d["removed"] == []
+    assert set(d["added"]) and all(
+        updated["emu"].images[i]["collection_id"] == updated["new_collection"]
+        for i in d["added"])
+
+
+def test_verify_is_clean_after_the_update_except_the_deleted_image(updated, capsys):
+    capsys.readouterr()
+    assert nv("verify", "-d", updated["ds"]) == 1
+    out = capsys.readouterr().out
+    assert f"image {updated['deleted']} is gone" in out
+    assert "modify_date" not in out
+
+
+def test_no_change_rebuild_makes_no_commit(updated):
+    ds, emu = updated["ds"], updated["emu"]
+    before = (head(ds), tags(ds))
+    emu.reset_counters()
+    assert nv("build", updated["spec"], "-d", ds) == 0
+    assert (head(ds), tags(ds)) == before
+    assert sum(emu.downloads.values()) == 0
+
+
+def _clone_at(ds, path, tag):
+    import datalad.api as dl
+
+    dl.clone(source=str(ds), path=str(path), result_renderer="disabled")
+    git(path, "config", "annex.security.allowed-ip-addresses", "127.0.0.1")
+    git(path, "checkout", "-q", tag)
+
+
+def test_old_version_is_retrievable_from_the_archive(updated, tmp_path):
+    ds = updated["ds"]
+    clone = tmp_path / "clone"
+    _clone_at(ds, clone, "v1.0.0")
+    iid = updated["content"][0]
+    rel = str(image_file(clone, iid).relative_to(clone))
+    git(ds, "annex", "drop", "--force", "--key", updated["old"][iid][0])  # origin lost it too
+    # a directory remote's path is local: a clone enables it once (the README says how)
+    out = subprocess.run(["git", "annex", "enableremote", "nv-archive",
+                          f"directory={updated['archive']}"], cwd=clone, capture_output=True,
+                         text=True, check=True).stdout
+    safe_id = out.split("--safe", 1)[1].split()[0]  # git-annex asks to confirm the location
+    git(clone, "annex", "verifyremote", "nv-archive", "--safe", safe_id)
+    subprocess.run(["git", "annex", "get", rel], cwd=clone, check=True, capture_output=True)
+    assert (clone / rel).read_bytes() == updated["old"][iid][1]
+
+
+def test_without_archive_old_version_says_it_is_gone(emulator, tmp_path):
+    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=2)
+    ds = tmp_path / "ds"
+    assert nv("build", spec, "-d", ds) == 0
+    iid = min(image_ids(ds))
+    old_key = key_of(ds, iid)
+    emulator.mutate_content(iid)
+    assert nv("build", spec, "-d", ds) == 0
+    git(ds, "annex", "drop", "--force", "--key", old_key)
+    clone = tmp_path / "clone"
+    _clone_at(ds, clone, "v1.0.0")
+    rel = str(image_file(clone, iid).relative_to(clone))
+    proc = subprocess.run(["git", "annex", "get", rel], cwd=clone, capture_output=True, text=True)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "verification" not in text.lower() and "checksum" not in text.lower()
+    assert "no known copies" in text.lower() or "not available" in text.lower() \
+        or "no other repository" in text.lower()
