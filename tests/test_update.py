@@ -234,3 +234,48 @@ def test_without_archive_old_version_says_it_is_gone(emulator, tmp_path):
     assert "verification" not in text.lower() and "checksum" not in text.lower()
     assert "no known copies" in text.lower() or "not available" in text.lower() \
         or "no other repository" in text.lower()
+
+
+def test_load_reads_old_metadata_at_an_old_tag(updated):
+    import nv_datalad
+
+    ds = updated["ds"]
+    now = nv_datalad.load(ds)
+    old = nv_datalad.load(ds, version="v1.0.0")
+    assert len(now.images) == len(image_ids(ds)) == len(now.collections_meta)
+    dates_now = {m["id"]: m["modify_date"] for m in now.images_meta}
+    dates_old = {m["id"]: m["modify_date"] for m in old.images_meta}
+    for iid in updated["meta"]:
+        assert dates_old[iid] == updated["old_dates"][iid] != dates_now[iid]
+    assert updated["new_collection"] not in {m["collection_id"] for m in old.images_meta}
+
+
+def test_prune_removes_vanished_images_explicitly(emulator, tmp_path):
+    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=4)
+    ds = tmp_path / "ds"
+    assert nv("build", spec, "-d", ds) == 0
+    gone = max(image_ids(ds))
+    emulator.delete_image(gone)
+    assert nv("build", spec, "-d", ds) == 0
+    assert gone in image_ids(ds)  # kept by default
+    assert nv("build", spec, "-d", ds, "--prune") == 0
+    assert gone not in image_ids(ds)
+    assert f"image {gone} " in (ds / "CHANGES.md").read_text().split("## v1.1")[0]
+    assert git(ds, "status", "--porcelain") == ""
+
+
+def test_changed_source_gets_a_new_derivative_in_the_same_build(emulator, tmp_path):
+    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=2,
+                      resample={"voxel_size": 3})
+    ds = tmp_path / "ds"
+    assert nv("build", spec, "-d", ds) == 0
+    iid = min(image_ids(ds))
+    (derived,) = (ds / "neurovault").glob(f"*/image_{iid}_resampled.json")
+    assert json.loads(derived.read_text())["source_key"] == key_of(ds, iid)
+    before = derived.with_suffix(".nii.gz").read_bytes()
+    emulator.mutate_content(iid)
+    assert nv("build", spec, "-d", ds) == 0
+    assert json.loads(derived.read_text())["source_key"] == key_of(ds, iid)
+    assert derived.with_suffix(".nii.gz").read_bytes() != before
+    assert tags(ds) == ["v1.0.0", "v1.1.0"]
+    assert git(ds, "status", "--porcelain") == ""
