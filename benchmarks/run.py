@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ class Measurement:
     files: int | None = None
     ok: bool = True
     info: dict[str, Any] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
 
     @property
     def ms_per_image(self) -> float:
@@ -134,6 +135,7 @@ def measure(
         seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     files = sum(emulator.downloads.values()) if emulator is not None else None
+    requests = dict(emulator.counters) if emulator is not None else {}
     info: dict[str, Any] = {}
     lines = out.read_text(errors="replace").strip().splitlines()
     if lines:
@@ -144,7 +146,8 @@ def measure(
     if not ok:
         log.warning("%s exited with %s; see %s\n%s", name, proc.returncode, err,
                     err.read_text(errors="replace")[-2000:])
-    m = Measurement(name, n_images, seconds, usage.ru_maxrss / 1024.0, files, ok, info)
+    m = Measurement(name, n_images, seconds, usage.ru_maxrss / 1024.0, files, ok, info,
+                    requests)
     log.info("  %.2f s, peak RSS %.0f MB, files served %s", m.seconds, m.peak_rss_mb, files)
     return m
 
@@ -666,12 +669,16 @@ def render(args: argparse.Namespace, profile: Profile, info: dict[str, str],
         f"## Same corpus, same images (N = {main.selected} selected of {main_n})", "",
         f"Selection identical for nilearn and both nv-datalad builds: "
         f"**{'yes' if main.same_selection else 'NO'}** ({main.selected} images).", "",
-        "| contender | wall (s) | ms / image | peak RSS (MB) | files served | ok |",
-        "|---|---:|---:|---:|---:|---|",
+        "| contender | wall (s) | ms / image | peak RSS (MB) | files served "
+        "| file GET / HEAD | API requests | ok |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for m in ms.values():
+        req = m.requests
+        api = sum(v for k, v in req.items() if not k.startswith("file_") and k != "control")
         lines.append(f"| {m.name} | {m.seconds:.2f} | {m.ms_per_image:.1f} | "
                      f"{m.peak_rss_mb:.0f} | {'' if m.files is None else m.files} | "
+                     f"{req.get('file_get', 0)} / {req.get('file_head', 0)} | {api} | "
                      f"{'yes' if m.ok else '**no**'} |")
     lines += [""]
     fresh = ms.get("fresh_fast")
@@ -759,6 +766,26 @@ def render(args: argparse.Namespace, profile: Profile, info: dict[str, str],
     return "\n".join(lines)
 
 
+def render_raw(raw: dict) -> str:
+    """The report from the raw measurements (as saved by ``--raw``)."""
+
+    def size_run(d: dict) -> SizeRun:
+        run = SizeRun(**{k: v for k, v in d.items() if k != "measurements"})
+        run.measurements = {k: Measurement(**m) for k, m in d["measurements"].items()}
+        run.update_downloads = {int(k): v for k, v in run.update_downloads.items()}
+        return run
+
+    runs = {int(n): size_run(d) for n, d in raw["runs"].items()}
+    res = None
+    if raw.get("resample"):
+        d = raw["resample"]
+        res = ResampleRun(d["n_images"], {k: Measurement(**m) for k, m in
+                                          d["measurements"].items()}, d["max_abs_diff"])
+    args = argparse.Namespace(**raw["args"])
+    return render(args, Profile(**raw["profile"]), raw["info"], runs, args.images, res,
+                  raw.get("prof"), raw["elapsed"])
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -784,6 +811,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-resample", action="store_true", help="skip item 6")
     p.add_argument("--out", type=Path, help="also write the Markdown report here")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    p.add_argument("--raw", type=Path, help="also save the raw measurements as JSON here")
+    p.add_argument("--render-raw", type=Path, metavar="JSON",
+                   help="measure nothing: re-render the report from a --raw file")
     args = p.parse_args(argv)
     if args.images is None:
         args.images = 100 if args.quick else 1000
@@ -803,6 +833,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     args = parse_args(argv)
     profile = Profile(args.latency, args.bandwidth, args.jobs)
+    if args.render_raw:
+        report = render_raw(json.loads(args.render_raw.read_text()))
+        sys.stdout.write(report)
+        if args.out:
+            args.out.write_text(report)
+        return 0
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="nv-bench-"))
     try:
@@ -815,8 +851,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for n in args.sizes}
         res = None if args.no_resample else resampling(args.resample_images, scratch, env, (1, 2))
         prof = profile_build(args.images, profile, scratch, env) if args.profile else None
-        report = render(args, profile, info, runs, args.images, res, prof,
-                        time.perf_counter() - started)
+        raw = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+               "profile": asdict(profile), "info": info,
+               "runs": {str(n): asdict(r) for n, r in runs.items()},
+               "resample": asdict(res) if res else None, "prof": prof,
+               "elapsed": time.perf_counter() - started}
+        if args.raw:
+            args.raw.write_text(json.dumps(raw, indent=1))
+        report = render_raw(raw)
     finally:
         if args.keep:
             log.info("scratch kept in %s", scratch)

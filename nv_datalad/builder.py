@@ -531,11 +531,11 @@ class _Build:
         results = neurosynth.fetch_all(self.client.session, url, todo, self.root,
                                        jobs=min(8, self.jobs * 2))
         # Missing words are a note, never a failed build (Neurosynth is often down).
-        for r in results:
-            if r.failed:
-                r.status = Status.NOTNEEDED
+        missing = sum(1 for r in results if r.failed)
         self.results.extend(r for r in results if r.status == Status.OK)
         n = sum(1 for r in results if r.status == Status.OK)
+        if missing:
+            log.info("Neurosynth had no words for %d images (retried next build)", missing)
         if n:
             ds.commit(self.root, f"nv-datalad: Neurosynth words for {n} images",
                       paths=[layout.NEUROVAULT_DIR])

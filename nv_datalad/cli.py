@@ -111,6 +111,8 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     root.propagate = False
+    # DataLad narrates each step at INFO; our own log says what matters.
+    logging.getLogger("datalad").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 class _Bars:

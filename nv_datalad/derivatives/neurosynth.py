@@ -67,19 +67,19 @@ def fetch_words(session, url: str, image_id: int, timeout: float = 10.0) -> dict
     try:
         response = session.get(url, params={"neurovault": iid}, timeout=timeout)
     except requests.RequestException as exc:
-        lgr.info("no Neurosynth words for image %d: %s", iid, exc)
+        lgr.debug("no Neurosynth words for image %d: %s", iid, exc)
         return None
     if response.status_code != 200:
-        lgr.info("no Neurosynth words for image %d: HTTP %d", iid, response.status_code)
+        lgr.debug("no Neurosynth words for image %d: HTTP %d", iid, response.status_code)
         return None
     try:
         payload = response.json()
     except ValueError:
         kind = response.headers.get("Content-Type", "unknown content")
-        lgr.info("no Neurosynth words for image %d: answer is not JSON (%s)", iid, kind)
+        lgr.debug("no Neurosynth words for image %d: answer is not JSON (%s)", iid, kind)
         return None
     if words_values(payload) is None:
-        lgr.info("no Neurosynth words for image %d: empty or missing data.values", iid)
+        lgr.debug("no Neurosynth words for image %d: empty or missing data.values", iid)
         return None
     return payload
 
