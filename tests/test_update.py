@@ -279,3 +279,24 @@ def test_changed_source_gets_a_new_derivative_in_the_same_build(emulator, tmp_pa
     assert derived.with_suffix(".nii.gz").read_bytes() != before
     assert tags(ds) == ["v1.0.0", "v1.1.0"]
     assert git(ds, "status", "--porcelain") == ""
+
+
+def test_ria_store_archive_serves_old_versions_to_clones(emulator, tmp_path):
+    """With ``archive: ria+file://...`` a plain `datalad clone` finds the old bytes itself."""
+    import datalad.api as dl
+
+    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=2,
+                      archive=f"ria+file://{tmp_path / 'store'}")
+    ds = tmp_path / "ds"
+    assert nv("build", spec, "-d", ds) == 0
+    iid = min(image_ids(ds))
+    old_key, old_bytes = key_of(ds, iid), emulator.image_bytes(iid)
+    emulator.mutate_content(iid)
+    assert nv("build", spec, "-d", ds) == 0
+    git(ds, "annex", "drop", "--force", "--key", old_key)  # only the store has it now
+    clone = tmp_path / "clone"
+    dl.clone(source=str(ds), path=str(clone), result_renderer="disabled")
+    git(clone, "checkout", "-q", "v1.0.0")
+    rel = str(image_file(clone, iid).relative_to(clone))
+    dl.get(path=str(clone / rel), dataset=str(clone), result_renderer="disabled")
+    assert (clone / rel).read_bytes() == old_bytes
