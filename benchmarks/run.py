@@ -651,21 +651,8 @@ def _check(value: float | None, target: str, ok: Callable[[float], bool]) -> tup
     return f"{value:.2f}", target, "yes" if ok(value) else "**no**"
 
 
-def render(args: argparse.Namespace, profile: Profile, info: dict[str, str],
-           runs: dict[int, SizeRun], main_n: int, res: ResampleRun | None,
-           prof: dict[str, list] | None, elapsed: float) -> str:
-    lines = ["# nv-datalad benchmark", ""]
-    lines += [f"- {k}: {v}" for k, v in info.items()]
-    lines += [
-        f"- network profile: {profile.latency * 1000:.0f} ms per request, "
-        f"{profile.bandwidth / 1e6:g} MB/s per connection (emulator on 127.0.0.1)",
-        f"- corpus: emulator `bench`, {main_n} images generated; "
-        f"mode: {'quick' if args.quick else 'full'}; whole run {elapsed:.0f} s",
-        "",
-    ]
-    main = runs[main_n]
-    ms = main.measurements
-    lines += [
+def _comparison(main: SizeRun, main_n: int) -> list[str]:
+    lines = [
         f"## Same corpus, same images (N = {main.selected} selected of {main_n})", "",
         f"Selection identical for nilearn and both nv-datalad builds: "
         f"**{'yes' if main.same_selection else 'NO'}** ({main.selected} images).", "",
@@ -673,68 +660,86 @@ def render(args: argparse.Namespace, profile: Profile, info: dict[str, str],
         "| file GET / HEAD | API requests | ok |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for m in ms.values():
+    for m in main.measurements.values():
         req = m.requests
         api = sum(v for k, v in req.items() if not k.startswith("file_") and k != "control")
         lines.append(f"| {m.name} | {m.seconds:.2f} | {m.ms_per_image:.1f} | "
                      f"{m.peak_rss_mb:.0f} | {'' if m.files is None else m.files} | "
                      f"{req.get('file_get', 0)} / {req.get('file_head', 0)} | {api} | "
                      f"{'yes' if m.ok else '**no**'} |")
-    lines += [""]
-    fresh = ms.get("fresh_fast")
-    per_1000_noop = (ms["noop"].seconds * 1000 / max(1, main.selected)) if "noop" in ms else None
-    downloads = main.update_downloads
-    exact = (sorted(downloads) == main.update_expected
-             and sum(downloads.values()) == main.update_k)
-    rows = [
-        ("fresh build -J 8 / nilearn", *_check(_fmt_ratio(fresh, ms.get("nilearn")), "≤ 0.25",
-                                               lambda v: v <= 0.25)),
-        ("fresh build -J 8 / plain download",
-         *_check(_fmt_ratio(fresh, ms.get("plain")), "≤ 1.5", lambda v: v <= 1.5)),
-        ("fresh build -J 1 / nilearn",
-         *_check(_fmt_ratio(ms.get("fresh_1"), ms.get("nilearn")), "(info)", lambda v: True)),
-        ("fresh build -J 8 / datalad addurls",
-         *_check(_fmt_ratio(fresh, ms.get("addurls")), "(info)", lambda v: True)),
-        ("no-op rebuild / fresh build -J 8",
-         *_check(_fmt_ratio(ms.get("noop"), fresh), "≤ 0.25", lambda v: v <= 0.25)),
-        ("no-op rebuild, s per 1,000 images",
-         *_check(per_1000_noop, "≤ 2", lambda v: v <= 2.0)),
-        ("update / fresh build -J 8",
-         *_check(_fmt_ratio(ms.get("update"), fresh), "(info)", lambda v: True)),
-        (f"update of k={main.update_k}: image files downloaded",
-         f"{sum(downloads.values())}", f"exactly {main.update_k}", "yes" if exact else "**no**"),
-        ("no-op rebuild made a commit", "yes" if main.noop_new_commit else "no", "no",
-         "**no**" if main.noop_new_commit else "yes"),
-    ]
+    return [*lines, ""]
+
+
+def _targets(main: SizeRun | None, res: ResampleRun | None,
+             runs: dict[int, SizeRun]) -> list[str]:
+    """The ratios issue 8 sets targets for, each with its verdict."""
+    rows: list[tuple[str, str, str, str]] = []
+    if main is not None:
+        ms = main.measurements
+        fresh = ms.get("fresh_fast")
+        downloads = main.update_downloads
+        exact = (sorted(downloads) == main.update_expected
+                 and sum(downloads.values()) == main.update_k)
+        rows += [
+            ("fresh build -J 8 / nilearn",
+             *_check(_fmt_ratio(fresh, ms.get("nilearn")), "≤ 0.25", lambda v: v <= 0.25)),
+            ("fresh build -J 8 / plain download",
+             *_check(_fmt_ratio(fresh, ms.get("plain")), "≤ 1.5", lambda v: v <= 1.5)),
+            ("fresh build -J 1 / nilearn",
+             *_check(_fmt_ratio(ms.get("fresh_1"), ms.get("nilearn")), "(info)",
+                     lambda v: True)),
+            ("fresh build -J 8 / datalad addurls",
+             *_check(_fmt_ratio(fresh, ms.get("addurls")), "(info)", lambda v: True)),
+            ("no-op rebuild / fresh build -J 8",
+             *_check(_fmt_ratio(ms.get("noop"), fresh), "≤ 0.25", lambda v: v <= 0.25)),
+            ("update / fresh build -J 8",
+             *_check(_fmt_ratio(ms.get("update"), fresh), "(info)", lambda v: True)),
+            (f"update of k={main.update_k}: image files downloaded",
+             f"{sum(downloads.values())}", f"exactly {main.update_k}",
+             "yes" if exact else "**no**"),
+            ("no-op rebuild made a commit", "yes" if main.noop_new_commit else "no", "no",
+             "**no**" if main.noop_new_commit else "yes"),
+        ]
+    for n in sorted(runs):
+        noop = runs[n].measurements.get("noop")
+        if noop is not None and noop.ok:
+            rows.append((f"no-op rebuild, s per 1,000 images (N={runs[n].selected})",
+                         *_check(noop.seconds * 1000 / max(1, runs[n].selected), "≤ 2",
+                                 lambda v: v <= 2.0)))
     if res is not None:
         rm = res.measurements
         for kind, label in (("prov", "datalad run"), ("bare", "entry point")):
-            one, two = rm.get(f"{kind}_1"), rm.get(f"{kind}_2")
-            speed = _fmt_ratio(one, two)
             rows.append((f"resample -J 2 speedup over -J 1 ({label})",
-                         *_check(speed, "≥ 1.7", lambda v: v >= 1.7)))
+                         *_check(_fmt_ratio(rm.get(f"{kind}_1"), rm.get(f"{kind}_2")), "≥ 1.7",
+                                 lambda v: v >= 1.7)))
         rows.append(("resample -J 2 (datalad run) / nilearn loop",
                      *_check(_fmt_ratio(rm.get("prov_2"), rm.get("nilearn")), "(info)",
                              lambda v: True)))
-    lines += ["## Ratios and targets (issue 8)", "",
-              "| ratio | value | target | met |", "|---|---:|---|---|"]
+    if not rows:
+        return []
+    lines = ["## Ratios and targets (issue 8)", "",
+             "| ratio | value | target | met |", "|---|---:|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    lines += [""]
-    if res is not None:
-        lines += [f"## Resampling (N = {res.n_images} generated 91×109×91 float32 2 mm volumes "
-                  "→ nilearn's 3 mm grid, continuous)", "",
-                  "| contender | wall (s) | ms / image | peak RSS (MB) | ok |",
-                  "|---|---:|---:|---:|---|"]
-        for m in res.measurements.values():
-            lines.append(f"| {m.name} | {m.seconds:.2f} | {m.ms_per_image:.0f} | "
-                         f"{m.peak_rss_mb:.0f} | {'yes' if m.ok else '**no**'} |")
-        diff = "n/a" if res.max_abs_diff is None else f"{res.max_abs_diff:.3g}"
-        lines += ["", f"Largest voxel difference nilearn vs nv-datalad output: {diff}", ""]
-    lines += ["## Scaling (bench corpus; fresh build and no-op rebuild at -J "
-              f"{profile.jobs})", "",
-              "| corpus | selected | plain (s) | build (s) | build ms / image | build / plain "
-              "| build peak RSS (MB) | no-op (s) | no-op s / 1,000 img | no-op peak RSS (MB) |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    return [*lines, ""]
+
+
+def _resampling(res: ResampleRun) -> list[str]:
+    lines = [f"## Resampling (N = {res.n_images} generated 91×109×91 float32 2 mm volumes "
+             "→ nilearn's 3 mm grid, continuous)", "",
+             "| contender | wall (s) | ms / image | peak RSS (MB) | ok |",
+             "|---|---:|---:|---:|---|"]
+    for m in res.measurements.values():
+        lines.append(f"| {m.name} | {m.seconds:.2f} | {m.ms_per_image:.0f} | "
+                     f"{m.peak_rss_mb:.0f} | {'yes' if m.ok else '**no**'} |")
+    diff = "n/a" if res.max_abs_diff is None else f"{res.max_abs_diff:.3g}"
+    return [*lines, "", f"Largest voxel difference nilearn vs nv-datalad output: {diff}", ""]
+
+
+def _scaling(runs: dict[int, SizeRun], jobs: int) -> list[str]:
+    lines = [f"## Scaling (bench corpus; fresh build and no-op rebuild at -J {jobs})", "",
+             "| corpus | selected | plain (s) | build (s) | build ms / image | build / plain "
+             "| build peak RSS (MB) | no-op (s) | no-op s / 1,000 img | no-op peak RSS (MB) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n in sorted(runs):
         r = runs[n].measurements
         f, p, z = r["fresh_fast"], r["plain"], r["noop"]
@@ -751,16 +756,44 @@ def render(args: argparse.Namespace, profile: Profile, info: dict[str, str],
         lines += ["", f"Peak RSS growth of the build from N={lo.selected} to N={hi.selected}: "
                   f"{grow:+.0f} MB ({per:+.1f} KB per extra image)."]
     for run in runs.values():
-        for note in run.notes:
-            lines.append(f"- note (N={run.corpus_size}): {note}")
+        lines += [f"- note (N={run.corpus_size}): {note}" for note in run.notes]
+    return [*lines, ""]
+
+
+def _profile(prof: dict[str, list]) -> list[str]:
+    lines = ["## Where a build's time goes (cProfile, wall clock, cumulative)", ""]
+    for label, rows in prof.items():
+        lines += [f"### {label}", "", "| stage / function | seconds | calls |", "|---|---:|---:|"]
+        lines += [f"| {a} | {b:.2f} | {c} |" for a, b, c in rows]
+        lines += [""]
+    return lines
+
+
+def render(args: argparse.Namespace, profile: Profile, info: dict[str, str],
+           runs: dict[int, SizeRun], main_n: int, res: ResampleRun | None,
+           prof: dict[str, list] | None, elapsed: float) -> str:
+    """The Markdown report: machine, profile, then one section per benchmark that ran."""
+    lines = ["# nv-datalad benchmark", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    lines += [
+        f"- network profile: {profile.latency * 1000:.0f} ms per request, "
+        f"{profile.bandwidth / 1e6:g} MB/s per connection (emulator on 127.0.0.1)",
+        f"- corpus: emulator `bench`, {main_n} images generated for the side-by-side run, "
+        f"{', '.join(str(n) for n in sorted(runs)) or 'none'} for scaling; "
+        f"mode: {'quick' if args.quick else 'full'}; whole run {elapsed:.0f} s",
+        "",
+    ]
+    main = runs.get(main_n)
+    if main is not None:
+        lines += _comparison(main, main_n)
+    lines += _targets(main, res, runs)
+    if res is not None:
+        lines += _resampling(res)
+    if runs:
+        lines += _scaling(runs, profile.jobs)
     if prof:
-        lines += ["", "## Where a build's time goes (cProfile, wall clock, cumulative)", ""]
-        for label, rows_ in prof.items():
-            lines += [f"### {label}", "", "| stage / function | seconds | calls |",
-                      "|---|---:|---:|"]
-            lines += [f"| {a} | {b:.2f} | {c} |" for a, b, c in rows_]
-            lines += [""]
-    lines += ["", "Peak RSS: the largest single process of the contender's tree "
+        lines += _profile(prof)
+    lines += ["Peak RSS: the largest single process of the contender's tree "
               "(`os.wait4` ru_maxrss). Files served: image files the emulator sent in full "
               "during that run.", ""]
     return "\n".join(lines)
@@ -809,6 +842,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="also cProfile a fresh build and a no-op rebuild (stage breakdown)")
     p.add_argument("--no-resample", action="store_true", help="skip item 6")
+    p.add_argument("--profile-only", action="store_true",
+                   help="only the cProfile stage breakdown, at --images")
     p.add_argument("--out", type=Path, help="also write the Markdown report here")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument("--raw", type=Path, help="also save the raw measurements as JSON here")
@@ -847,10 +882,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = bench_env(home)
         os.environ.update({k: env[k] for k in ("PATH", "GIT_CONFIG_GLOBAL", "HOME")})
         info = machine()
-        runs = {n: compare(n, profile, scratch, env, full_set=n == args.images)
-                for n in args.sizes}
-        res = None if args.no_resample else resampling(args.resample_images, scratch, env, (1, 2))
-        prof = profile_build(args.images, profile, scratch, env) if args.profile else None
+        runs: dict[int, SizeRun] = {}
+        res = None
+        if not args.profile_only:
+            runs = {n: compare(n, profile, scratch, env, full_set=n == args.images)
+                    for n in args.sizes}
+            if not args.no_resample:
+                res = resampling(args.resample_images, scratch, env, (1, 2))
+        want_profile = args.profile or args.profile_only
+        prof = profile_build(args.images, profile, scratch, env) if want_profile else None
         raw = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "profile": asdict(profile), "info": info,
                "runs": {str(n): asdict(r) for n, r in runs.items()},

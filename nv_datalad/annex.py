@@ -263,21 +263,24 @@ class Annex:
                 errors[path] = _errors(reply)
         return errors
 
+    def _batch_errors(self, args: list[str], items: Sequence[str], field: str) -> dict[str, str]:
+        """Run one batch command over ``items``; item → error for those that did not succeed
+        (``field`` is the reply key that echoes the item: ``file`` or ``key``)."""
+        if not items:
+            return {}
+        runner = BatchRunner(self.root, [*args, "--json", "--json-error-messages"],
+                             stall_timeout=self.stall_timeout)
+        replies, problem = runner.run(list(items))
+        done = {str(r.get(field)): r for r in replies}
+        return {
+            item: _errors(done[item]) if item in done else (problem or "no reply")
+            for item in items
+            if item not in done or not done[item].get("success")
+        }
+
     def drop(self, paths: Sequence[str]) -> dict[str, str]:
         """Drop local copies (git-annex checks the web still has them); path → error."""
-        if not paths:
-            return {}
-        runner = BatchRunner(
-            self.root, ["drop", "--batch", "--json", "--json-error-messages"],
-            stall_timeout=self.stall_timeout,
-        )
-        replies, problem = runner.run(list(paths))
-        done = {str(r.get("file")): r for r in replies}
-        return {
-            p: (problem or "no reply") if p not in done else _errors(done[p])
-            for p in paths
-            if p not in done or not done[p].get("success")
-        }
+        return self._batch_errors(["drop", "--batch"], paths, "file")
 
     def lookup_keys(self, paths: Sequence[str]) -> dict[str, str]:
         """Key of each annexed path (one ``lookupkey --batch`` process)."""
@@ -289,7 +292,10 @@ class Annex:
             capture_output=True, text=True, check=False,
         )
         keys = proc.stdout.splitlines()
-        return {p: k for p, k in zip(paths, keys, strict=False) if k.strip()}
+        if proc.returncode != 0 or len(keys) != len(paths):
+            log.info("git annex lookupkey failed: %s", proc.stderr.strip())
+            return {}
+        return {p: k.strip() for p, k in zip(paths, keys, strict=True) if k.strip()}
 
     def unregister_urls(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Stop ``key`` from claiming the web has it at ``url`` (NeuroVault URLs are not
@@ -307,24 +313,7 @@ class Annex:
 
     def copy_keys_to(self, remote: str, keys: Sequence[str]) -> dict[str, str]:
         """Copy content of ``keys`` to ``remote`` before it is superseded; key → error."""
-        if not keys:
-            return {}
-        runner = BatchRunner(
-            self.root,
-            ["copy", "--to", remote, "--batch-keys", "--json", "--json-error-messages"],
-            stall_timeout=self.stall_timeout,
-        )
-        replies, problem = runner.run(list(keys))
-        done = {str(r.get("key")): r for r in replies}
-        return {
-            k: (problem or "no reply") if k not in done else _errors(done[k])
-            for k in keys
-            if k not in done or not done[k].get("success")
-        }
-
-    def has_content(self, path: str) -> bool:
-        full = self.root / path
-        return full.exists()  # an annex symlink resolves only when content is present
+        return self._batch_errors(["copy", "--to", remote, "--batch-keys"], keys, "key")
 
 
 def stop_orphans(root: Path) -> list[int]:

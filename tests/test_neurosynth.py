@@ -23,7 +23,7 @@ from nv_datalad.derivatives import neurosynth as ns
 from nv_datalad.emulator.neurosynth import DecodeOutcome, decode
 from nv_datalad.records import IMAGE_COLUMNS, Status
 
-PREFIX = [sys.executable, "-m", "nv_datalad.derivatives.neurosynth"]
+PREFIX = [sys.executable, "-m", "nv_datalad.cli", "vectorize-words"]
 
 
 def decode_url(emu) -> str:

@@ -21,10 +21,11 @@ from nilearn.datasets.neurovault import STD_AFFINE
 from nilearn.image import resample_img
 
 from nv_datalad import layout
+from nv_datalad.cli import main as cli_main
 from nv_datalad.derivatives import resample as rs
 from nv_datalad.records import Status
 
-PREFIX = [sys.executable, "-m", "nv_datalad.derivatives.resample"]
+PREFIX = [sys.executable, "-m", "nv_datalad.cli", "resample"]
 
 
 class Spec:
@@ -101,12 +102,12 @@ def derivative_bytes(root: Path, items) -> dict[str, bytes]:
 
 
 def run_cli(root: Path, rows, *options: str) -> int:
-    """``nv-datalad resample`` as a user runs it from the dataset root (the entry point's
-    ``main``, in this process: the datalad tests below run it as a separate command)."""
+    """``nv-datalad resample`` as a user runs it from the dataset root (the CLI's ``main``,
+    in this process: the datalad tests below run it as a separate command)."""
     manifest = root / "manifest.tsv"
     manifest.write_text(rs.format_manifest(rows))
     with chdir(root):
-        return rs.main(["--manifest", "manifest.tsv", *options])
+        return cli_main(["resample", "--manifest", "manifest.tsv", *options])
 
 
 # --------------------------------------------------------------------------- values and grid
@@ -290,7 +291,7 @@ def test_run_record_and_rerun_reproduces(tmp_path):
     ).stdout
     assert log.startswith("[DATALAD RUNCMD]")
     record = json.loads(log.split("=== Do not change lines below ===")[1].split("^^^")[0])
-    assert "nv_datalad.derivatives.resample --manifest .nv-datalad/" in record["cmd"]
+    assert "nv_datalad.cli resample --manifest .nv-datalad/" in record["cmd"]
     manifest = record["cmd"].split("--manifest ")[1].split()[0]
     assert manifest in record["inputs"] and str(layout.image_file(1, 10)) in record["inputs"]
     assert str(layout.resampled_sidecar(2, 20)) in record["outputs"]

@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import os
-import sys
 import tempfile
 import zipfile
 from collections.abc import Sequence
@@ -265,17 +264,6 @@ def main_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="nv-datalad vectorize-words",
-        description="Build the Neurosynth word-frequency matrix (run from the dataset root).",
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    return main_from_args(args)
-
 
 def vectorize_with_provenance(
     dataset: Path, jobs: int = 1, command_prefix: Sequence[str] | None = None
@@ -332,7 +320,3 @@ def vectorize_with_provenance(
         path=layout.WORD_FREQUENCIES,
         extra={"images": len(files), "vocabulary": layout.VOCABULARY},
     )
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -390,17 +389,6 @@ def main_from_args(args: argparse.Namespace) -> int:
     return 1 if outcomes and len(failed) == len(outcomes) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="nv-datalad resample",
-        description="Resample the images listed in a manifest (run from the dataset root).",
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    return main_from_args(args)
-
 
 def command_args(
     manifest: str, grid: TargetGrid, jobs: int, prefix: Sequence[str] = DEFAULT_COMMAND
@@ -441,23 +429,9 @@ def _up_to_date(dataset: Path, row: ManifestRow, grid: TargetGrid) -> bool:
 
 def _lookup_keys(dataset: Path, paths: Sequence[str]) -> dict[str, str]:
     """Annex keys of files whose key the caller did not know (one batched git-annex call)."""
-    if not paths:
-        return {}
-    import subprocess
+    from nv_datalad.annex import Annex
 
-    proc = subprocess.run(
-        ["git", "annex", "lookupkey", "--batch"],
-        cwd=dataset,
-        input="".join(f"{p}\n" for p in paths),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    keys = proc.stdout.splitlines()
-    if proc.returncode != 0 or len(keys) != len(paths):
-        lgr.info("git annex lookupkey failed: %s", proc.stderr.strip())
-        return {}
-    return {p: k.strip() for p, k in zip(paths, keys, strict=True) if k.strip()}
+    return Annex(dataset).lookup_keys(paths)
 
 
 def _result(
@@ -614,7 +588,3 @@ def _datalad_run(
                 _render(res.get("message")),
             )
     return results, failures
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
