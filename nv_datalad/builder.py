@@ -432,24 +432,23 @@ class _Build:
                 continue
             old[item.image_id] = (path, prov.get("key"), prov.get("source_url"))
         self._archive([k for _, k, _ in old.values() if k])
+        # The server serves other bytes at these URLs now: the old keys stop claiming it first,
+        # so even an interrupted update leaves no key promising what the web cannot give.
+        self.annex.unregister_urls([(k, u) for _, k, u in old.values() if k and u])
         for path, _, _ in old.values():
             git(self.root, "rm", "-q", "--cached", "--", path)
             (self.root / path).unlink(missing_ok=True)
         ok = {i.image_id for i in self._register(items, action="update")}
-        stale = []
         for item in items:
             if item.image_id not in old:
                 continue
-            path, key, url = old[item.image_id]
+            path, key, _ = old[item.image_id]
             if item.image_id not in ok:  # never lose data: put the old version back
                 git(self.root, "checkout", "HEAD", "--", path, check=False)
                 continue
             result = next(r for r in reversed(self.results) if r.image_id == item.image_id)
             if result.extra.get("key") == key:
                 result.action = "metadata"  # the server could not tell; the bytes did
-            elif key and url:
-                stale.append((key, url))
-        self.annex.unregister_urls(stale)
         ds.commit(self.root, f"nv-datalad: update {len(ok)} changed images",
                   paths=[layout.NEUROVAULT_DIR])
 

@@ -175,10 +175,11 @@ def local_collections(root: Path) -> dict[int, dict]:
 
 
 def recover(root: Path) -> list[str]:
-    """Undo what an interrupted build left half done: image files without a sidecar.
+    """Undo what an interrupted build left half done.
 
     A sidecar is written only after its image was registered, so an image file without one
-    is a download in flight when the build stopped; it is removed and fetched again.
+    is a download in flight when the build stopped: it is removed and fetched again. An image
+    file missing from the tree was being replaced: the committed version comes back.
     """
     removed = []
     for cid, cdir in layout.iter_collection_dirs(root):
@@ -190,9 +191,18 @@ def recover(root: Path) -> list[str]:
                 git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", rel, check=False)
                 (root / rel).unlink(missing_ok=True)
                 removed.append(rel)
-    if removed:
-        log.info("recovered from an interrupted build: %d partial images removed", len(removed))
-    return removed
+    # An update interrupted between removing the old file and adding the new one: put the
+    # committed version back; the next overwrite build sees the newer date and redoes it.
+    deleted = set(git(root, "ls-files", "--deleted", "--", layout.NEUROVAULT_DIR).split())
+    deleted |= set(git(root, "diff", "--cached", "--name-only", "--diff-filter=D", "--",
+                       layout.NEUROVAULT_DIR).split())
+    restore = sorted(p for p in deleted if layout.parse_image_file(Path(p).name))
+    if restore:
+        git(root, "checkout", "HEAD", "--", *restore)
+    if removed or restore:
+        log.info("recovered from an interrupted build: %d partial images removed, %d restored",
+                 len(removed), len(restore))
+    return removed + restore
 
 
 # -- tables ------------------------------------------------------------------------------

@@ -300,3 +300,20 @@ def test_ria_store_archive_serves_old_versions_to_clones(emulator, tmp_path):
     rel = str(image_file(clone, iid).relative_to(clone))
     dl.get(path=str(clone / rel), dataset=str(clone), result_renderer="disabled")
     assert (clone / rel).read_bytes() == old_bytes
+
+
+def test_update_interrupted_between_remove_and_add_converges(emulator, tmp_path):
+    """A build killed after removing a changed image's old file but before adding the new
+    one leaves the image missing from the tree; the next build restores and updates it."""
+    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=2)
+    ds = tmp_path / "ds"
+    assert nv("build", spec, "-d", ds) == 0
+    iid = min(image_ids(ds))
+    rel = str(image_file(ds, iid).relative_to(ds))
+    emulator.mutate_content(iid)
+    git(ds, "rm", "-q", "--cached", rel)  # the state the killed build left behind
+    (ds / rel).unlink()
+    assert nv("build", spec, "-d", ds) == 0
+    assert image_file(ds, iid).read_bytes() == emulator.image_bytes(iid)
+    assert git(ds, "status", "--porcelain") == ""
+    assert tags(ds) == ["v1.0.0", "v1.1.0"]
