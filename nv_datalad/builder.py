@@ -265,7 +265,7 @@ class _Build:
             self._update_metadata(plan.of(Change.METADATA))
         pruned = self._prune(plan) if self.prune else []
         self._report_kept(plan, pruned)
-        self._derivatives(plan, selection)
+        self._derivatives(plan)
         self._write_state()
         spec_text = spec_to_yaml(self.spec)
         spec_changed = old_spec_text is not None and _question(old_spec_text) != _question(
@@ -510,7 +510,7 @@ class _Build:
 
     # -- derivatives ----------------------------------------------------------------------
 
-    def _derivatives(self, plan: Plan, selection: Selection) -> None:
+    def _derivatives(self, plan: Plan) -> None:
         selected = [p for p in plan.items
                     if p.change not in (Change.VANISHED, Change.UNSELECTED)]
         failed = {r.image_id for r in self.results if r.failed}
@@ -548,6 +548,9 @@ class _Build:
             out = self.root / layout.resampled_file(p.collection_id, p.image_id)
             if p.image_id in changed or not (out.is_symlink() or out.exists()):
                 src = ds.image_path_of(self.root, p.collection_id, p.image_id)
+                if self.client is None and not (self.root / str(src)).exists():
+                    log.info("offline: image %s has no local content, not resampled", p.image_id)
+                    continue
                 sidecar = ds.read_json(self.root / layout.image_sidecar(p.collection_id,
                                                                         p.image_id)) or {}
                 key = sidecar.get(PROVENANCE_KEY, {}).get("key", "")
