@@ -348,29 +348,33 @@ def stop_orphans(root: Path) -> list[int]:
     return stopped
 
 
-def configure_loopback(root: Path, host: str) -> bool:
-    """Allow git-annex to download from a loopback server, for this dataset only.
-
-    git-annex refuses private addresses by default. We allow exactly that IP (never ``all``,
-    which would also enable curl and yt-dlp), in the dataset's own ``.git/config``; clones do
-    not inherit it. Returns True when something was configured.
-    """
+def loopback_ips(host: str) -> list[str]:
+    """The loopback IPs a host name stands for (``localhost`` may be either family)."""
     import ipaddress
 
+    if host == "localhost":
+        return ["127.0.0.1", "::1"]
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        if host != "localhost":
-            return False
-        ip = ipaddress.ip_address("127.0.0.1")
-    if not ip.is_loopback:
-        return False
+        return []
+    return [str(ip)] if ip.is_loopback else []
+
+
+def configure_loopback(root: Path, hosts: Iterable[str]) -> list[str]:
+    """Allow git-annex to download from loopback servers, for this dataset only.
+
+    git-annex refuses private addresses by default. We allow exactly those IPs (never
+    ``all``, which would also enable curl and yt-dlp), in the dataset's own ``.git/config``;
+    clones do not inherit it. Returns the IPs newly allowed.
+    """
     current = git(root, "config", "--get", "annex.security.allowed-ip-addresses", check=False)
     allowed = current.split()
-    if str(ip) in allowed:
-        return False
-    git(root, "config", "annex.security.allowed-ip-addresses", " ".join([*allowed, str(ip)]))
-    return True
+    new = [ip for host in hosts for ip in loopback_ips(host) if ip not in allowed]
+    new = list(dict.fromkeys(new))
+    if new:
+        git(root, "config", "annex.security.allowed-ip-addresses", " ".join([*allowed, *new]))
+    return new
 
 
 def ensure_tools_on_path() -> None:

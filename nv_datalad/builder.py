@@ -242,13 +242,8 @@ class _Build:
     def run(self) -> BuildReport:
         start_head = ds.head(self.root)
         ds.recover(self.root)
-        host = urlsplit(self.base_url).hostname or ""
-        if self.client and configure_loopback(self.root, host):
-            log.info(
-                "set annex.security.allowed-ip-addresses=%s in %s/.git/config so git-annex may "
-                "download from this loopback server (clones need the same setting)",
-                host, self.root,
-            )
+        if self.client:
+            self._allow_loopback([self.base_url])
         local = ds.local_images(self.root)
         self.collections = ds.local_collections(self.root)
         previous_spec = (self.root / layout.SPEC_FILE)
@@ -373,6 +368,7 @@ class _Build:
                                         layout.image_extension(url)))
             pairs.append((url, rel))
             wanted[rel] = item
+        self._allow_loopback([url for url, _ in pairs])  # file URLs may name another host
         retrieved_at = ds.utcnow()
         added = self.annex.addurls(pairs, mode=self.spec.content)
         good: list[tuple[PlannedImage, str, str, str]] = []
@@ -399,6 +395,15 @@ class _Build:
             for path, err in self.annex.drop([p for _, p, _, _ in good]).items():
                 log.warning("could not drop %s after hashing: %s", path, err)
         return ok
+
+    def _allow_loopback(self, urls: Sequence[str]) -> None:
+        hosts = {urlsplit(u).hostname or "" for u in urls}
+        for ip in configure_loopback(self.root, hosts):
+            log.info(
+                "set annex.security.allowed-ip-addresses to include %s in %s/.git/config so "
+                "git-annex may download from this loopback server (clones need the same)",
+                ip, self.root,
+            )
 
     def _fix_extension(self, path: str, item: PlannedImage) -> str:
         """The bytes decide: a ``.nii`` upload is never stored under ``.nii.gz`` (nilearn does

@@ -295,3 +295,17 @@ def test_interrupted_build_resumes_to_the_same_result(emulator, tmp_path):
     assert git(ds, "status", "--porcelain") == ""
     subprocess.run(["git", "annex", "fsck", "--fast", "--quiet"], cwd=ds, check=True)
     assert tags(ds) == ["v1.0.0"]
+
+
+def test_loopback_is_allowed_by_ip_only_for_this_dataset(shared_emulator, tmp_path):
+    """`localhost` is allowed as its loopback IPs, never as `all`, and only in this dataset."""
+    port = shared_emulator.url.rsplit(":", 1)[1]
+    spec = write_spec(tmp_path, f"http://localhost:{port}", max_images=2)
+    ds = tmp_path / "ds"
+    assert nv("build", spec, "-d", ds) == 0
+    assert len(image_ids(ds)) == 2
+    allowed = git(ds, "config", "--get", "annex.security.allowed-ip-addresses").split()
+    assert "127.0.0.1" in allowed and "all" not in allowed
+    assert subprocess.run(["git", "config", "--global", "--get",
+                           "annex.security.allowed-ip-addresses"],
+                          capture_output=True, text=True).stdout == ""
