@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,8 +101,10 @@ class BatchRunner:
         self.args = list(args)
         self.stall_timeout = stall_timeout
 
-    def run(self, lines: Sequence[str], expected: int | None = None) -> tuple[list[dict], str]:
-        """Return (replies, problem). ``problem`` is empty unless the process died or stalled."""
+    def run(self, lines: Sequence[str], expected: int | None = None,
+            on_reply: Callable[[int], None] | None = None) -> tuple[list[dict], str]:
+        """Return (replies, problem). ``problem`` is empty unless the process died or stalled.
+        ``on_reply(n)`` is called with the number of replies so far (for progress bars)."""
         expected = len(lines) if expected is None else expected
         if not lines:
             return [], ""
@@ -166,6 +168,9 @@ class BatchRunner:
                 results.append(json.loads(raw))
             except json.JSONDecodeError:
                 log.debug("non-JSON line from git annex %s: %s", self.args[0], raw)
+                continue
+            if on_reply is not None:
+                on_reply(len(results))
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -189,7 +194,8 @@ class Annex:
         self.stall_timeout = stall_timeout
 
     def addurls(
-        self, pairs: Sequence[tuple[str, str]], *, mode: str = "download"
+        self, pairs: Sequence[tuple[str, str]], *, mode: str = "download",
+        on_reply: Callable[[int], None] | None = None,
     ) -> list[AddResult]:
         """Register ``(url, relpath)`` pairs: ``download`` (checksum keys) or ``register``
         (``--fast``: a HEAD for the size, a VURL key, nothing downloaded)."""
@@ -202,7 +208,7 @@ class Annex:
         args += ["-J", str(self.jobs)]
         if mode == "register":
             args.append("--fast")
-        results = self._addurls_once(pairs, args)
+        results = self._addurls_once(pairs, args, on_reply)
         retry = [(r.url, r.path) for r in results if not r.ok]
         if not retry:
             return results
@@ -218,9 +224,11 @@ class Annex:
         again = {r.path: r for r in self._addurls_once(retry, args)}
         return [again.get(r.path, r) for r in results]
 
-    def _addurls_once(self, pairs: Sequence[tuple[str, str]], args: list[str]) -> list[AddResult]:
+    def _addurls_once(self, pairs: Sequence[tuple[str, str]], args: list[str],
+                      on_reply: Callable[[int], None] | None = None) -> list[AddResult]:
         runner = BatchRunner(self.root, args, stall_timeout=self.stall_timeout)
-        replies, problem = runner.run([f"{url} {path}" for url, path in pairs])
+        replies, problem = runner.run([f"{url} {path}" for url, path in pairs],
+                                      on_reply=on_reply)
         by_path: dict[str, dict] = {}
         for reply in replies:
             path = reply.get("file")

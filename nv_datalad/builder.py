@@ -343,17 +343,17 @@ class _Build:
         """New images, in checkpointed batches: register, fix extension, metadata, sidecar,
         commit. A batch interrupted before its commit is undone by ``recover`` next time."""
         total = len(items)
-        done = 0
         for start in range(0, total, self.checkpoint):
             batch = items[start : start + self.checkpoint]
-            ok = self._register(batch, action="add")
-            done += len(batch)
-            self.progress("download", done, total)
+            ok = self._register(batch, action="add",
+                                on_reply=lambda n, s=start: self.progress("download", s + n,
+                                                                          total))
             if ok:
                 ds.commit(self.root, f"nv-datalad: add {len(ok)} images (checkpoint)",
                           paths=[layout.NEUROVAULT_DIR])
 
-    def _register(self, items: Sequence[PlannedImage], *, action: str) -> list[PlannedImage]:
+    def _register(self, items: Sequence[PlannedImage], *, action: str,
+                  on_reply: Callable[[int], None] | None = None) -> list[PlannedImage]:
         """addurl + metadata + sidecars for ``items``; returns those that succeeded."""
         pairs: list[tuple[str, str]] = []
         wanted: dict[str, PlannedImage] = {}
@@ -370,7 +370,7 @@ class _Build:
             wanted[rel] = item
         self._allow_loopback([url for url, _ in pairs])  # file URLs may name another host
         retrieved_at = ds.utcnow()
-        added = self.annex.addurls(pairs, mode=self.spec.content)
+        added = self.annex.addurls(pairs, mode=self.spec.content, on_reply=on_reply)
         good: list[tuple[PlannedImage, str, str, str]] = []
         for res in added:
             item = wanted[res.path]
