@@ -288,6 +288,9 @@ class _Build:
         checks = plan.of(Change.CHECK)
         if not checks:
             return plan
+        if self.recheck:  # trust no date: download and compare keys
+            plan.items = [settle(p, None) for p in plan.items]
+            return plan
         assert self.client is not None
 
         def ask(item: PlannedImage) -> bool | None:
@@ -453,9 +456,21 @@ class _Build:
                 continue
             result = next(r for r in reversed(self.results) if r.image_id == item.image_id)
             if result.extra.get("key") == key:
-                result.action = "metadata"  # the server could not tell; the bytes did
+                self._same_bytes(item, result)
         ds.commit(self.root, f"nv-datalad: update {len(ok)} changed images",
                   paths=[layout.NEUROVAULT_DIR])
+
+    def _same_bytes(self, item: PlannedImage, result: Result) -> None:
+        """The download gave the key we had: not a content change after all. The sidecar
+        keeps its old provenance, so an image whose record did not change either leaves no
+        trace (a ``--recheck`` of an unchanged dataset makes no commit)."""
+        local = item.local or {}
+        sidecar = dict(item.record or {})
+        sidecar[PROVENANCE_KEY] = local.get(PROVENANCE_KEY, {})
+        ds.write_json(self.root, layout.image_sidecar(item.collection_id, item.image_id),
+                      sidecar)
+        same_record = _same_record(local, item.record or {})
+        result.action = "verified" if same_record else "metadata"
 
     def _archive(self, keys: Sequence[str]) -> None:
         """Copy content about to be superseded to the ``archive`` remote, so old versions

@@ -317,3 +317,21 @@ def test_update_interrupted_between_remove_and_add_converges(emulator, tmp_path)
     assert image_file(ds, iid).read_bytes() == emulator.image_bytes(iid)
     assert git(ds, "status", "--porcelain") == ""
     assert tags(ds) == ["v1.0.0", "v1.1.0"]
+
+
+def test_recheck_downloads_everything_and_changes_nothing_when_nothing_changed(
+        emulator, tmp_path):
+    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=3)
+    ds = tmp_path / "ds"
+    assert nv("build", spec, "-d", ds) == 0
+    before = (head(ds), tags(ds))
+    emulator.reset_counters()
+    assert nv("build", spec, "-d", ds, "--recheck") == 0
+    assert set(emulator.downloads) == image_ids(ds)  # every file was fetched and hashed
+    assert (head(ds), tags(ds)) == before  # same keys: no commit, no tag
+    assert git(ds, "status", "--porcelain") == ""
+    subprocess.run(["git", "annex", "fsck", "--fast", "--quiet"], cwd=ds, check=True)
+    for iid in image_ids(ds):  # the web still vouches for every key
+        rel = str(image_file(ds, iid).relative_to(ds))
+        where = json.loads(annex(ds, "whereis", "--json", rel))
+        assert any(w["uuid"].endswith("0001") for w in where["whereis"])
