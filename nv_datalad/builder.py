@@ -142,6 +142,8 @@ def build(
     with serving(spec.server) as base_url:
         job = _Build(spec, root, base_url, jobs, prune, recheck, checkpoint, stall_timeout,
                      progress)
+        if job.client is not None:
+            job.client.probe()  # an unreachable server is an error before anything is written
         if dry_run:
             return job.dry_run()
         ds.create(root, description=spec.description)

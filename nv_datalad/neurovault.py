@@ -181,24 +181,31 @@ class NeuroVaultClient:
                     self.requests_made += 1
                 resp = self.session.get(url, timeout=(cfg.connect_timeout, cfg.read_timeout))
             except requests.RequestException as exc:
-                last = exc
+                if _retries_exhausted(exc):  # urllib3 already tried `retries` times
+                    raise NeuroVaultError(f"cannot reach the server ({_reason(exc)})",
+                                          url=url) from exc
+                last = exc  # the body broke off mid-way: urllib3 does not retry that
                 log.debug("request failed (%s), retrying: %s", exc, url)
                 continue
             if resp.status_code == 404:
                 raise NotFound("not found on the server", url=url, status_code=404)
             if resp.status_code == 403:
                 raise Forbidden("access denied (private?)", url=url, status_code=403)
-            if resp.status_code >= 400:
-                last = NeuroVaultError("server error", url=url, status_code=resp.status_code)
-                continue
+            if resp.status_code >= 400:  # 5xx after urllib3's retries, or another 4xx
+                raise NeuroVaultError("server error", url=url, status_code=resp.status_code)
             try:
                 return resp.json()
             except ValueError as exc:  # truncated or malformed body
                 last = exc
                 log.debug("malformed JSON (%s), retrying: %s", exc, url)
-        if isinstance(last, NeuroVaultError):
-            raise last
         raise NeuroVaultError(f"giving up after {cfg.retries + 1} attempts ({last})", url=url)
+
+    def probe(self) -> None:
+        """One small request, so a wrong URL or a server that is down is reported at once."""
+        data = self.get_json(_with_query(self.url_for("collections/"), limit=1))
+        if not isinstance(data, dict) or "results" not in data:
+            raise NeuroVaultError("this does not look like NeuroVault's API",
+                                  url=self.url_for("collections/"))
 
     # -- paging ----------------------------------------------------------------------------
 
@@ -329,6 +336,23 @@ class NeuroVaultClient:
             return parsedate_to_datetime(last_modified) > since.replace(microsecond=0)
         except (TypeError, ValueError):
             return None
+
+
+def _retries_exhausted(exc: requests.RequestException) -> bool:
+    """Did urllib3's ``Retry`` already give up (as opposed to a body cut off after headers)?"""
+    from urllib3.exceptions import MaxRetryError
+
+    return isinstance(exc, requests.exceptions.RetryError) or any(
+        isinstance(a, MaxRetryError) for a in exc.args)
+
+
+def _reason(exc: requests.RequestException) -> str:
+    from urllib3.exceptions import MaxRetryError
+
+    for arg in exc.args:
+        if isinstance(arg, MaxRetryError) and arg.reason is not None:
+            return str(arg.reason).split(": ", 1)[-1]
+    return str(exc)
 
 
 def _dedupe_by_id(results: list[dict]) -> list[dict]:

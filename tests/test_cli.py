@@ -135,3 +135,14 @@ def test_readme_demo_command(tmp_path):
 
     dl.rerun(revision=run_commit, dataset=str(ds), result_renderer="disabled")
     assert git(ds, "rev-parse", "HEAD").strip() == head
+
+
+def test_unreachable_server_exits_2_and_writes_nothing(tmp_path, capsys):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = write_spec(tmp_path, f"http://127.0.0.1:{port}")
+    assert nv("build", spec, "-d", tmp_path / "ds") == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot reach the server" in err and f"127.0.0.1:{port}" in err
+    assert not (tmp_path / "ds").exists()
