@@ -648,7 +648,7 @@ def _fmt_ratio(a: Measurement | None, b: Measurement | None) -> float | None:
 def _check(value: float | None, target: str, ok: Callable[[float], bool]) -> tuple[str, str, str]:
     if value is None:
         return "n/a", target, "n/a"
-    return f"{value:.2f}", target, "yes" if ok(value) else "**no**"
+    return f"{value:.3f}", target, "yes" if ok(value) else "**no**"
 
 
 def _comparison(main: SizeRun, main_n: int) -> list[str]:

@@ -41,13 +41,13 @@ def is_dataset(root: Path) -> bool:
 
 def create(root: Path, *, description: str = "") -> None:
     """A new DataLad dataset whose ``.gitattributes`` keep text in git and NIfTI annexed."""
-    import datalad.api as dl
-
     if root.exists() and any(root.iterdir()) and not is_dataset(root):
         raise DatasetError(
             f"{root} exists, is not empty and is not a DataLad dataset; choose another -d PATH"
         )
     if not is_dataset(root):
+        import datalad.api as dl  # 0.5 s of imports: only when there is something to create
+
         dl.create(path=str(root), description=description or None, result_renderer="disabled")
     attrs = root / ".gitattributes"
     text = attrs.read_text() if attrs.exists() else ""

@@ -327,6 +327,8 @@ def run_manifest(
     """Process every row, in a pool of ``jobs`` processes when ``jobs > 1``."""
     if jobs <= 1 or len(rows) <= 1:
         return [process_row(str(root), row, grid) for row in rows]
+    import nilearn.image  # noqa: F401 - imported once here, inherited by the forked workers
+
     with ProcessPoolExecutor(max_workers=min(jobs, len(rows))) as pool:
         return list(pool.map(process_row, [str(root)] * len(rows), rows, [grid] * len(rows)))
 
