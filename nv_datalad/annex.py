@@ -198,7 +198,8 @@ class Annex:
         on_reply: Callable[[int], None] | None = None,
     ) -> list[AddResult]:
         """Register ``(url, relpath)`` pairs: ``download`` (checksum keys) or ``register``
-        (``--fast``: a HEAD for the size, a VURL key, nothing downloaded)."""
+        (``--fast``: a HEAD for the size, a VURL key, nothing downloaded). Builds download
+        with :mod:`nv_datalad.download` instead (one request per file, not HEAD + GET)."""
         if not pairs:
             return []
         for url, path in pairs:
@@ -246,6 +247,45 @@ class Annex:
             else:
                 out.append(AddResult(path, url, None, _errors(reply)))
         return out
+
+    def add_files(self, paths: Sequence[str]) -> dict[str, tuple[str | None, str]]:
+        """Annex files already in the worktree (one ``add --batch``): path → (key, error)."""
+        if not paths:
+            return {}
+        runner = BatchRunner(self.root, ["add", "--batch", "--json", "--json-error-messages"],
+                             stall_timeout=self.stall_timeout)
+        replies, problem = runner.run(list(paths))
+        done = {str(r.get("file")): r for r in replies}
+        out: dict[str, tuple[str | None, str]] = {}
+        for path in paths:
+            reply = done.get(path)
+            if reply is None:
+                out[path] = (None, problem or "no reply from git-annex")
+            elif reply.get("success") and reply.get("key"):
+                out[path] = (str(reply["key"]), "")
+            else:
+                out[path] = (None, _errors(reply))
+        return out
+
+    def register_urls(self, pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+        """Record that the web has ``key`` at ``url`` (what addurl does after its download);
+        key → error."""
+        for key, url in pairs:
+            if any(c in key + url for c in " \n\r"):
+                raise AnnexError(f"refusing a key or URL with white space: {url!r}")
+        lines = [f"{key} {url}" for key, url in pairs]
+        if not lines:
+            return {}
+        runner = BatchRunner(self.root,
+                             ["registerurl", "--batch", "--json", "--json-error-messages"],
+                             stall_timeout=self.stall_timeout)
+        replies, problem = runner.run(lines)
+        done = {str((r.get("input") or [""])[0]).split(" ", 1)[0]: r for r in replies}
+        return {
+            key: _errors(done[key]) if key in done else (problem or "no reply")
+            for key, _ in pairs
+            if key not in done or not done[key].get("success")
+        }
 
     def set_metadata(self, items: Sequence[tuple[str, Mapping[str, object]]]) -> dict[str, str]:
         """Set annex metadata fields per file (replacing old values); returns path → error."""

@@ -37,6 +37,7 @@ from .update import Change, Plan, PlannedImage, format_plan, make_plan, next_ver
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+Placed = tuple[PlannedImage, str, str, str]  # (image, relpath, url, annex key)
 
 
 @dataclass
@@ -359,9 +360,12 @@ class _Build:
 
     def _register(self, items: Sequence[PlannedImage], *, action: str,
                   on_reply: Callable[[int], None] | None = None) -> list[PlannedImage]:
-        """addurl + metadata + sidecars for ``items``; returns those that succeeded."""
-        pairs: list[tuple[str, str]] = []
-        wanted: dict[str, PlannedImage] = {}
+        """Bring ``items`` into the annex, then metadata and sidecars; returns the successes.
+
+        ``content: download``: one GET per file and checksum keys whose web URL is registered;
+        ``content: register``: ``addurl --fast`` (URL keys, nothing downloaded).
+        """
+        todo: list[tuple[PlannedImage, str]] = []
         for item in items:
             record = item.record or {}
             url = self._file_url(record)
@@ -369,25 +373,18 @@ class _Build:
                 self._fail(action, item, f"image {item.image_id}: file URL is not http(s): "
                                          f"{record.get('file')!r}")
                 continue
-            rel = str(layout.image_file(item.collection_id, item.image_id,
-                                        layout.image_extension(url)))
-            pairs.append((url, rel))
-            wanted[rel] = item
-        self._allow_loopback([url for url, _ in pairs])  # file URLs may name another host
+            todo.append((item, url))
+        self._allow_loopback([url for _, url in todo])  # file URLs may name another host
         retrieved_at = ds.utcnow()
-        added = self.annex.addurls(pairs, mode=self.spec.content, on_reply=on_reply)
-        good: list[tuple[PlannedImage, str, str, str]] = []
-        for res in added:
-            item = wanted[res.path]
-            if not res.ok:
-                self._fail(action, item, f"image {item.image_id}: {res.error} ({res.url})")
-                continue
-            good.append((item, self._fix_extension(res.path, item), res.url, res.key or ""))
+        if self.spec.content == "download":
+            placed = self._download(todo, action, on_reply)
+        else:
+            placed = self._register_only(todo, action, on_reply)
         errors = self.annex.set_metadata(
-            [(path, _annex_fields(item.record or {})) for item, path, _, _ in good]
+            [(path, _annex_fields(item.record or {})) for item, path, _, _ in placed]
         )
         ok = []
-        for item, path, url, key in good:
+        for item, path, url, key in placed:
             if path in errors:
                 log.warning("image %s: annex metadata not set: %s", item.image_id, errors[path])
             sidecar = self._sidecar(item.record or {}, url, path, key, retrieved_at)
@@ -397,9 +394,68 @@ class _Build:
                                        path, extra={"key": key}))
             ok.append(item)
         if not self.spec.keep_content and self.spec.content == "download":
-            for path, err in self.annex.drop([p for _, p, _, _ in good]).items():
+            for path, err in self.annex.drop([p for _, p, _, _ in placed]).items():
                 log.warning("could not drop %s after hashing: %s", path, err)
         return ok
+
+    def _download(self, todo: Sequence[tuple[PlannedImage, str]], action: str,
+                  on_reply: Callable[[int], None] | None) -> list[Placed]:
+        """Download, ``git annex add``, ``registerurl``: addurl's result with one request per
+        file instead of a HEAD and a GET."""
+        from .download import Wanted, fetch_all
+
+        assert self.client is not None
+        fetched = fetch_all(
+            self.client.file_session, self.root,
+            [Wanted(url, item.collection_id, item.image_id) for item, url in todo],
+            workers=self.jobs, on_done=on_reply,
+        )
+        landed = []
+        for (item, url), got in zip(todo, fetched, strict=True):
+            if got.ok:
+                landed.append((item, str(got.path), url))
+            else:
+                self._fail(action, item, f"image {item.image_id}: {got.error} ({url})")
+        keys = self.annex.add_files([path for _, path, _ in landed])
+        added = []
+        for item, path, url in landed:
+            key, err = keys[path]
+            if key is None:
+                self._fail(action, item, f"image {item.image_id}: git annex add: {err}")
+                self._discard(path)
+            else:
+                added.append((item, path, url, key))
+        unregistered = self.annex.register_urls([(key, url) for _, _, url, key in added])
+        placed = []
+        for item, path, url, key in added:
+            if key in unregistered:
+                self._fail(action, item, f"image {item.image_id}: git annex registerurl: "
+                                         f"{unregistered[key]}")
+                self._discard(path)
+            else:
+                placed.append((item, path, url, key))
+        return placed
+
+    def _register_only(self, todo: Sequence[tuple[PlannedImage, str]], action: str,
+                       on_reply: Callable[[int], None] | None) -> list[Placed]:
+        by_path = {}
+        for item, url in todo:
+            rel = str(layout.image_file(item.collection_id, item.image_id,
+                                        layout.image_extension(url)))
+            by_path[rel] = (item, url)
+        placed = []
+        pairs = [(url, rel) for rel, (_, url) in by_path.items()]
+        for res in self.annex.addurls(pairs, mode="register", on_reply=on_reply):
+            item, url = by_path[res.path]
+            if res.ok:
+                placed.append((item, res.path, url, res.key or ""))
+            else:
+                self._fail(action, item, f"image {item.image_id}: {res.error} ({url})")
+        return placed
+
+    def _discard(self, path: str) -> None:
+        git(self.root, "rm", "-q", "--cached", "--ignore-unmatch", "--", path, check=False)
+        (self.root / path).unlink(missing_ok=True)
 
     def _allow_loopback(self, urls: Sequence[str]) -> None:
         hosts = {urlsplit(u).hostname or "" for u in urls}
@@ -409,20 +465,6 @@ class _Build:
                 "git-annex may download from this loopback server (clones need the same)",
                 ip, self.root,
             )
-
-    def _fix_extension(self, path: str, item: PlannedImage) -> str:
-        """The bytes decide: a ``.nii`` upload is never stored under ``.nii.gz`` (nilearn does
-        that, and nibabel then refuses the file)."""
-        full = self.root / path
-        if not full.exists():
-            return path  # registered only (content: register)
-        with full.open("rb") as fh:
-            ext = layout.extension_for_bytes(fh.read(2))
-        if path.endswith(ext) and not (ext == ".nii" and path.endswith(".nii.gz")):
-            return path
-        new = str(layout.image_file(item.collection_id, item.image_id, ext))
-        git(self.root, "mv", "-f", path, new)
-        return new
 
     def _fail(self, action: str, item: PlannedImage, message: str) -> None:
         log.warning("%s", message)

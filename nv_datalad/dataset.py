@@ -181,6 +181,9 @@ def recover(root: Path) -> list[str]:
     is a download in flight when the build stopped: it is removed and fetched again. An image
     file missing from the tree was being replaced: the committed version comes back.
     """
+    from .download import clear_partials
+
+    clear_partials(root)
     removed = []
     for cid, cdir in layout.iter_collection_dirs(root):
         names = {e.name for e in os.scandir(cdir)}

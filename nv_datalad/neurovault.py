@@ -124,17 +124,20 @@ class NeuroVaultClient:
         self.api_url = self.base_url + "/api/"
         self.config = config or ClientConfig()
         self.https = is_public_server(self.base_url) and self.base_url.startswith("https://")
-        self.session = self._make_session()
+        self.session = self._make_session(self.config.retries)
+        # Files: fewer transport retries. A file that keeps failing is reported and retried
+        # by the next build; waiting the API's full backoff per file would stall a build.
+        self.file_session = self._make_session(min(2, self.config.retries))
         self._lock = threading.Lock()
         self.requests_made = 0
 
-    def _make_session(self) -> requests.Session:
+    def _make_session(self, retries: int) -> requests.Session:
         cfg = self.config
         retry = Retry(
-            total=cfg.retries,
-            connect=cfg.retries,
-            read=cfg.retries,
-            status=cfg.retries,
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
             backoff_factor=cfg.backoff,
             backoff_max=30,
             status_forcelist=(429, 500, 502, 503, 504),
@@ -153,6 +156,7 @@ class NeuroVaultClient:
 
     def close(self) -> None:
         self.session.close()
+        self.file_session.close()
 
     def __enter__(self) -> NeuroVaultClient:
         return self
@@ -202,7 +206,19 @@ class NeuroVaultClient:
 
     def probe(self) -> None:
         """One small request, so a wrong URL or a server that is down is reported at once."""
-        data = self.get_json(_with_query(self.url_for("collections/"), limit=1))
+        url = _with_query(self.url_for("collections/"), limit=1)
+        try:
+            resp = self.file_session.get(url, timeout=(self.config.connect_timeout,
+                                                       self.config.read_timeout))
+        except requests.RequestException as exc:
+            raise NeuroVaultError(f"cannot reach the server ({_reason(exc)})", url=url) from exc
+        if resp.status_code >= 400:
+            raise NeuroVaultError("the server answers with an error", url=url,
+                                  status_code=resp.status_code)
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
         if not isinstance(data, dict) or "results" not in data:
             raise NeuroVaultError("this does not look like NeuroVault's API",
                                   url=self.url_for("collections/"))

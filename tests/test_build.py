@@ -309,3 +309,31 @@ def test_loopback_is_allowed_by_ip_only_for_this_dataset(shared_emulator, tmp_pa
     assert subprocess.run(["git", "config", "--global", "--get",
                            "annex.security.allowed-ip-addresses"],
                           capture_output=True, text=True).stdout == ""
+
+
+def test_truncated_and_failing_file_bodies_never_become_content(emulator, tmp_path):
+    """Bodies cut off mid-way are retried; what still fails is reported, never annexed."""
+    spec = write_spec(tmp_path, emulator.url)
+    emulator.set_faults(truncate_rate=0.3, error_rate=0.1, paths="/media/")
+    ds = tmp_path / "ds"
+    status = nv("build", spec, "-d", ds)
+    emulator.set_faults()
+    assert status in (0, 1)
+    for iid in image_ids(ds):
+        assert image_file(ds, iid).read_bytes() == emulator.image_bytes(iid)
+    assert nv("build", spec, "-d", ds) == 0  # the next build completes the set
+    assert image_ids(ds) == expected_default_selection(emulator, ds)
+    subprocess.run(["git", "annex", "fsck", "--quiet"], cwd=ds, check=True)
+
+
+def expected_default_selection(emulator, ds):
+    """The default selection, computed from the emulator's records with our own filters."""
+    from nv_datalad.neurovault import normalise_nulls
+    from nv_datalad.spec import parse_spec
+
+    spec = parse_spec(f"name: x\nserver: {emulator.url}\nmax_images: null\n")
+    col_ok, img_ok = spec.collection_predicate(), spec.image_predicate()
+    cols = {c: r for c, r in emulator.collections.items() if not r.get("private")}
+    return {i for i, r in emulator.images.items()
+            if r["collection_id"] in cols and col_ok(normalise_nulls(cols[r["collection_id"]]))
+            and img_ok(normalise_nulls(r))}

@@ -1,0 +1,148 @@
+"""Parallel file downloads: one GET per image, verified before git-annex sees it.
+
+``git annex addurl`` sends a HEAD before every GET; at NeuroVault's ~100 ms per request that
+doubles the cost of a fresh build (benchmarks/results.md). Here each file is streamed once to
+a temporary file inside ``.git`` (same filesystem as the worktree), checked (length against
+``Content-Length``, gzip magic bytes decide the extension), then moved to its place. The annex
+layer adds all files of a batch in one process and registers their URLs, so the result is the
+same as addurl's: a checksum key whose web URL is recorded.
+
+Bodies are read raw: NeuroVault sends a bogus ``Content-Encoding: utf-8`` that no client must
+"decode". A read timeout bounds a stalled transfer; a body cut off is retried here, since
+urllib3 only retries before the body.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import urllib3
+
+from . import layout
+
+log = logging.getLogger(__name__)
+
+#: Partial downloads live here (inside .git, never committed, removed by ``recover``).
+TMP_DIR = Path(".git") / "nv-datalad-tmp"
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Wanted:
+    url: str
+    collection_id: int
+    image_id: int
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Where a download landed (relpath, extension decided by its bytes), or why it failed."""
+
+    wanted: Wanted
+    path: str | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.path is not None
+
+
+def _fetch(session: requests.Session, root: Path, want: Wanted, timeout: tuple[float, float],
+           attempts: int) -> Fetched:
+    tmp = root / TMP_DIR / f"image_{int(want.image_id)}.part"
+    last = ""
+    for _ in range(attempts):
+        try:
+            with session.get(want.url, stream=True, timeout=timeout,
+                             headers={"Accept": "*/*", "Accept-Encoding": "identity"}) as resp:
+                if resp.status_code >= 400:
+                    return Fetched(want, None, f"HTTP {resp.status_code}")
+                expected = resp.headers.get("Content-Length")
+                received, head = 0, b""
+                with tmp.open("wb") as fh:
+                    while chunk := resp.raw.read(CHUNK, decode_content=False):
+                        head = head or chunk[:2]
+                        fh.write(chunk)
+                        received += len(chunk)
+            if expected is not None and expected.isdigit() and int(expected) != received:
+                raise OSError(f"body cut off: {received} of {expected} bytes")
+            if received == 0:
+                raise OSError("empty body")
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            last = str(exc)
+            log.debug("download of %s failed (%s), retrying", want.url, exc)
+            continue
+        rel = layout.image_file(want.collection_id, want.image_id,
+                                layout.extension_for_bytes(head))
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(target):
+            target.unlink()
+        os.replace(tmp, target)
+        return Fetched(want, str(rel))
+    tmp.unlink(missing_ok=True)
+    return Fetched(want, None, f"download failed after {attempts} attempts: {last}")
+
+
+class _Breaker:
+    """Stop trying after ``limit`` failures in a row: the server is down, and the next build
+    retries everything that was not fetched (nilearn's 'consecutive failures' rule)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_a_row = 0
+        self.lock = threading.Lock()
+
+    @property
+    def open(self) -> bool:
+        return self.in_a_row >= self.limit
+
+    def record(self, ok: bool) -> None:
+        with self.lock:
+            self.in_a_row = 0 if ok else self.in_a_row + 1
+
+
+def fetch_all(
+    session: requests.Session,
+    root: Path,
+    wanted: Sequence[Wanted],
+    *,
+    workers: int = 4,
+    timeout: tuple[float, float] = (10.0, 60.0),
+    attempts: int = 3,
+    max_consecutive_fails: int = 20,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Fetched]:
+    """Download ``wanted`` on ``workers`` threads; one result per item, in input order."""
+    (root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+    breaker = _Breaker(max_consecutive_fails)
+
+    def task(want: Wanted) -> Fetched:
+        if breaker.open:
+            return Fetched(want, None, f"not tried: {breaker.limit} downloads failed in a row "
+                                       "(server down?); the next build retries")
+        got = _fetch(session, root, want, timeout, attempts)
+        breaker.record(got.ok)
+        return got
+
+    results: dict[int, Fetched] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(task, w): i for i, w in enumerate(wanted)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if on_done is not None:
+                on_done(len(results))
+    return [results[i] for i in range(len(wanted))]
+
+
+def clear_partials(root: Path) -> None:
+    """Partial downloads of an interrupted build are worthless: start those files again."""
+    shutil.rmtree(root / TMP_DIR, ignore_errors=True)
