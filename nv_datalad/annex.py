@@ -179,6 +179,87 @@ class BatchRunner:
         return results, problem
 
 
+class BatchProcess:
+    """One long-lived ``git annex <cmd> --batch --json`` process: a line in, a reply out.
+
+    For commands that answer every input line in order (``add``, ``registerurl``,
+    ``metadata``), so the build can feed each file the moment its download completes and the
+    annex work overlaps the network instead of following it.
+    """
+
+    def __init__(self, root: Path, args: Sequence[str], *, timeout: float = 300.0):
+        self.args = list(args)
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            ["git", "annex", *self.args, "--batch", "--json", "--json-error-messages"],
+            cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, bufsize=1, preexec_fn=_PREEXEC,
+        )
+        self.replies: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.replies.put(raw)
+        self.replies.put(None)
+
+    def ask(self, line: str) -> dict:
+        """Send one line, return its JSON reply (``success`` false with a reason on trouble)."""
+        if "\n" in line or "\r" in line:
+            return {"success": False, "error-messages": ["refusing a line break in input"]}
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+            raw = self.replies.get(timeout=self.timeout)
+        except queue.Empty:
+            self.proc.kill()
+            raise AnnexError(f"git annex {self.args[0]} stalled: no reply for "
+                             f"{self.timeout:.0f} s") from None
+        except (BrokenPipeError, OSError) as exc:
+            raise AnnexError(f"git annex {self.args[0]} exited early ({exc})") from exc
+        if raw is None:
+            raise AnnexError(f"git annex {self.args[0]} exited early")
+        try:
+            reply = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError:
+            reply = {}
+        return reply or {"success": False, "error-messages": ["no reply from git-annex"]}
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> BatchProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def reply_error(reply: Mapping) -> str:
+    """The reason a batch reply gives for failing ('' when it succeeded)."""
+    return "" if reply.get("success") else _errors(reply)
+
+
+def metadata_line(fields: Mapping[str, object], *, file: str | None = None,
+                  key: str | None = None) -> str:
+    """``metadata --batch --json`` input: set (replace) every field; empty values unset it.
+
+    Address the key when the file was just added by another batch process: a running
+    ``metadata`` process does not see files staged after it started.
+    """
+    clean = {k: [str(v)] if v is not None and str(v) != "" else [] for k, v in fields.items()}
+    target = {"key": key} if key is not None else {"file": file}
+    return json.dumps({**target, "fields": clean}, ensure_ascii=False)
+
+
 def _errors(reply: Mapping) -> str:
     msgs = reply.get("error-messages") or []
     note = reply.get("note") or ""
@@ -248,54 +329,12 @@ class Annex:
                 out.append(AddResult(path, url, None, _errors(reply)))
         return out
 
-    def add_files(self, paths: Sequence[str]) -> dict[str, tuple[str | None, str]]:
-        """Annex files already in the worktree (one ``add --batch``): path → (key, error)."""
-        if not paths:
-            return {}
-        runner = BatchRunner(self.root, ["add", "--batch", "--json", "--json-error-messages"],
-                             stall_timeout=self.stall_timeout)
-        replies, problem = runner.run(list(paths))
-        done = {str(r.get("file")): r for r in replies}
-        out: dict[str, tuple[str | None, str]] = {}
-        for path in paths:
-            reply = done.get(path)
-            if reply is None:
-                out[path] = (None, problem or "no reply from git-annex")
-            elif reply.get("success") and reply.get("key"):
-                out[path] = (str(reply["key"]), "")
-            else:
-                out[path] = (None, _errors(reply))
-        return out
-
-    def register_urls(self, pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
-        """Record that the web has ``key`` at ``url`` (what addurl does after its download);
-        key → error."""
-        for key, url in pairs:
-            if any(c in key + url for c in " \n\r"):
-                raise AnnexError(f"refusing a key or URL with white space: {url!r}")
-        lines = [f"{key} {url}" for key, url in pairs]
-        if not lines:
-            return {}
-        runner = BatchRunner(self.root,
-                             ["registerurl", "--batch", "--json", "--json-error-messages"],
-                             stall_timeout=self.stall_timeout)
-        replies, problem = runner.run(lines)
-        done = {str((r.get("input") or [""])[0]).split(" ", 1)[0]: r for r in replies}
-        return {
-            key: _errors(done[key]) if key in done else (problem or "no reply")
-            for key, _ in pairs
-            if key not in done or not done[key].get("success")
-        }
+    def batch(self, *args: str) -> BatchProcess:
+        return BatchProcess(self.root, args, timeout=self.stall_timeout)
 
     def set_metadata(self, items: Sequence[tuple[str, Mapping[str, object]]]) -> dict[str, str]:
         """Set annex metadata fields per file (replacing old values); returns path → error."""
-        lines = []
-        for path, fields in items:
-            clean = {
-                k: [str(v)] if v is not None and str(v) != "" else []
-                for k, v in fields.items()
-            }
-            lines.append(json.dumps({"file": path, "fields": clean}, ensure_ascii=False))
+        lines = [metadata_line(fields, file=path) for path, fields in items]
         runner = BatchRunner(
             self.root, ["metadata", "--batch", "--json", "--json-error-messages"],
             stall_timeout=self.stall_timeout,

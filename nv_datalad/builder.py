@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from . import __version__, layout
 from . import dataset as ds
-from .annex import Annex, annex_available, configure_loopback, git
+from .annex import Annex, annex_available, configure_loopback, git, metadata_line, reply_error
 from .errors import DatasetError, EnvironmentProblem, NeuroVaultError, NotFound
 from .neurovault import (
     ClientConfig,
@@ -380,13 +380,8 @@ class _Build:
             placed = self._download(todo, action, on_reply)
         else:
             placed = self._register_only(todo, action, on_reply)
-        errors = self.annex.set_metadata(
-            [(path, _annex_fields(item.record or {})) for item, path, _, _ in placed]
-        )
         ok = []
         for item, path, url, key in placed:
-            if path in errors:
-                log.warning("image %s: annex metadata not set: %s", item.image_id, errors[path])
             sidecar = self._sidecar(item.record or {}, url, path, key, retrieved_at)
             ds.write_json(self.root, layout.image_sidecar(item.collection_id, item.image_id),
                           sidecar)
@@ -400,40 +395,44 @@ class _Build:
 
     def _download(self, todo: Sequence[tuple[PlannedImage, str]], action: str,
                   on_reply: Callable[[int], None] | None) -> list[Placed]:
-        """Download, ``git annex add``, ``registerurl``: addurl's result with one request per
-        file instead of a HEAD and a GET."""
+        """One GET per file (addurl sends a HEAD first); each file is annexed, its web URL
+        registered and its metadata set the moment it lands, through long-lived batch
+        processes, so git-annex works while the network does."""
         from .download import Wanted, fetch_all
 
         assert self.client is not None
-        fetched = fetch_all(
-            self.client.file_session, self.root,
-            [Wanted(url, item.collection_id, item.image_id) for item, url in todo],
-            workers=self.jobs, on_done=on_reply,
-        )
-        landed = []
-        for (item, url), got in zip(todo, fetched, strict=True):
-            if got.ok:
-                landed.append((item, str(got.path), url))
-            else:
-                self._fail(action, item, f"image {item.image_id}: {got.error} ({url})")
-        keys = self.annex.add_files([path for _, path, _ in landed])
-        added = []
-        for item, path, url in landed:
-            key, err = keys[path]
-            if key is None:
-                self._fail(action, item, f"image {item.image_id}: git annex add: {err}")
-                self._discard(path)
-            else:
-                added.append((item, path, url, key))
-        unregistered = self.annex.register_urls([(key, url) for _, _, url, key in added])
-        placed = []
-        for item, path, url, key in added:
-            if key in unregistered:
-                self._fail(action, item, f"image {item.image_id}: git annex registerurl: "
-                                         f"{unregistered[key]}")
-                self._discard(path)
-            else:
-                placed.append((item, path, url, key))
+        placed: list[Placed] = []
+        with self.annex.batch("add") as add, self.annex.batch("registerurl") as reg, \
+                self.annex.batch("metadata") as meta:
+
+            done = [0]
+
+            def landed(index: int, got: Any) -> None:
+                item, url = todo[index]
+                done[0] += 1
+                if on_reply is not None:
+                    on_reply(done[0])
+                if not got.ok:
+                    self._fail(action, item, f"image {item.image_id}: {got.error} ({url})")
+                    return
+                key = add.ask(got.path).get("key")
+                problem = "git annex add failed" if not key else reply_error(
+                    reg.ask(f"{key} {url}"))
+                if problem:
+                    self._fail(action, item, f"image {item.image_id}: {problem}")
+                    self._discard(got.path)
+                    return
+                err = reply_error(meta.ask(metadata_line(_annex_fields(item.record or {}),
+                                                         key=key)))
+                if err:
+                    log.warning("image %s: annex metadata not set: %s", item.image_id, err)
+                placed.append((item, got.path, url, key))
+
+            fetch_all(
+                self.client.file_session, self.root,
+                [Wanted(url, item.collection_id, item.image_id) for item, url in todo],
+                workers=self.jobs, on_result=landed,
+            )
         return placed
 
     def _register_only(self, todo: Sequence[tuple[PlannedImage, str]], action: str,
@@ -451,6 +450,10 @@ class _Build:
                 placed.append((item, res.path, url, res.key or ""))
             else:
                 self._fail(action, item, f"image {item.image_id}: {res.error} ({url})")
+        errors = self.annex.set_metadata(
+            [(path, _annex_fields(item.record or {})) for item, path, _, _ in placed])
+        for path, err in errors.items():
+            log.warning("%s: annex metadata not set: %s", path, err)
         return placed
 
     def _discard(self, path: str) -> None:

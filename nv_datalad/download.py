@@ -119,9 +119,13 @@ def fetch_all(
     timeout: tuple[float, float] = (10.0, 60.0),
     attempts: int = 3,
     max_consecutive_fails: int = 20,
-    on_done: Callable[[int], None] | None = None,
+    on_result: Callable[[int, Fetched], None] | None = None,
 ) -> list[Fetched]:
-    """Download ``wanted`` on ``workers`` threads; one result per item, in input order."""
+    """Download ``wanted`` on ``workers`` threads; one result per item, in input order.
+
+    ``on_result(index, fetched)`` runs in the calling thread as each download completes, so the
+    caller can hand finished files to git-annex while the others are still in flight.
+    """
     (root / TMP_DIR).mkdir(parents=True, exist_ok=True)
     breaker = _Breaker(max_consecutive_fails)
 
@@ -137,9 +141,10 @@ def fetch_all(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(task, w): i for i, w in enumerate(wanted)}
         for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            if on_done is not None:
-                on_done(len(results))
+            index = futures[future]
+            results[index] = future.result()
+            if on_result is not None:
+                on_result(index, results[index])
     return [results[i] for i in range(len(wanted))]
 
 

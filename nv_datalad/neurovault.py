@@ -27,7 +27,6 @@ from .errors import Forbidden, NeuroVaultError, NotFound
 
 log = logging.getLogger(__name__)
 
-PUBLIC_SERVER = "https://neurovault.org"
 PUBLIC_NEUROSYNTH = "https://neurosynth.org/api/decode/"
 
 # NeuroVault spells null as "", "None", "None / Other", "N/A", "null" depending on record age.
@@ -256,18 +255,6 @@ class NeuroVaultClient:
             results.extend(batch["results"])
             nxt = batch.get("next")
         return _dedupe_by_id(results)
-
-    def iter_pages(self, path: str) -> Iterator[list[dict]]:
-        """Follow ``next`` links one page at a time (for callers that stop early)."""
-        url: str | None = _with_query(self.url_for(path), limit=self.config.page_size, offset=0)
-        seen: set[str] = set()
-        while url:
-            if url in seen:
-                raise NeuroVaultError("paging loops (a 'next' link repeats)", url=url)
-            seen.add(url)
-            batch = self._page(url)
-            yield batch["results"]
-            url = batch.get("next")
 
     def _page(self, url: str) -> dict:
         data = self.get_json(url)

@@ -24,6 +24,8 @@ from helpers import (
     write_spec,
 )
 
+from nv_datalad.annex import WEB_UUID
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
@@ -97,7 +99,7 @@ def test_images_are_annexed_with_web_urls_and_metadata(built):
         assert path.is_symlink(), "images must be annexed (locked) files"
         url = emu.images[iid]["file"]
         whereis = json.loads(annex(ds, "whereis", "--json", str(path.relative_to(ds))))
-        web = [w for w in whereis["whereis"] if w["uuid"].endswith("0001")]
+        web = [w for w in whereis["whereis"] if w["uuid"] == WEB_UUID]
         assert web and url in web[0]["urls"]
         assert path.read_bytes() == emu.image_bytes(iid)
     z_maps = {int(Path(p).name.split("_")[1].split(".")[0])

@@ -128,6 +128,20 @@ def test_readme_demo_command(tmp_path):
         image_ids(ds))
     assert git(ds, "status", "--porcelain") == ""
     subprocess.run(["git", "annex", "fsck", "--fast", "--quiet"], cwd=ds, check=True)
+    # Neurosynth words: the decoder fails for some ids, the build does not; one matrix row per
+    # image and the vocabulary nilearn computes from the same files
+    import numpy as np
+    from nilearn.datasets.neurovault import neurosynth_words_vectorized
+
+    import nv_datalad
+
+    data = nv_datalad.load(ds)
+    words = [m.get("ns_words_absolute_path") for m in data.images_meta]
+    assert 0 < sum(w is not None for w in words) < len(words)
+    frequencies, vocabulary = neurosynth_words_vectorized(words, verbose=0)
+    assert data.word_frequencies.shape == (len(data.images), len(vocabulary))
+    assert list(data.vocabulary) == sorted(vocabulary) == list(vocabulary)
+    assert np.allclose(data.word_frequencies, frequencies)
     # datalad rerun of the resampling run reproduces the same bytes: no new commit
     run_commit = git(ds, "log", "--format=%H", "--grep", "resample", "-n", "1").strip()
     head = git(ds, "rev-parse", "HEAD").strip()

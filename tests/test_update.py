@@ -9,6 +9,7 @@ import subprocess
 import pytest
 from helpers import annex, git, head, image_file, image_ids, key_of, nv, sidecar, tags, write_spec
 
+from nv_datalad.annex import WEB_UUID
 from nv_datalad.selection import Selected
 from nv_datalad.update import Change, make_plan, next_version, settle
 
@@ -131,7 +132,7 @@ def test_changed_files_have_new_keys_and_bytes(updated):
         assert meta["fields"]["modify_date"] == [emu.images[iid]["modify_date"]]
         # the old key no longer claims the web has it
         where = json.loads(annex(ds, "whereis", "--json", "--key", old_key))
-        assert not any(w["uuid"].endswith("0001") for w in where["whereis"])
+        assert not any(w["uuid"] == WEB_UUID for w in where["whereis"])
 
 
 def test_metadata_edits_refresh_sidecars_without_downloads(updated):
@@ -334,4 +335,4 @@ def test_recheck_downloads_everything_and_changes_nothing_when_nothing_changed(
     for iid in image_ids(ds):  # the web still vouches for every key
         rel = str(image_file(ds, iid).relative_to(ds))
         where = json.loads(annex(ds, "whereis", "--json", rel))
-        assert any(w["uuid"].endswith("0001") for w in where["whereis"])
+        assert any(w["uuid"] == WEB_UUID for w in where["whereis"])
