@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,15 +106,27 @@ def _alive(pid: int) -> bool:
 # -- files -------------------------------------------------------------------------------
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write beside the target, then rename: no half-written file survives an interruption,
+    and a symlink into the annex is replaced, never written through."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_text(root: Path, relpath: str | os.PathLike, text: str) -> bool:
     """Write atomically; return False (and touch nothing) when the content is unchanged."""
     path = root / relpath
     if path.is_file() and not path.is_symlink() and path.read_text(encoding="utf-8") == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8"))
     return True
 
 

@@ -18,8 +18,6 @@ import csv
 import io
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nv_datalad import layout
+from nv_datalad.dataset import write_atomic
 from nv_datalad.records import Result, Status
 
 lgr = logging.getLogger(__name__)
@@ -83,25 +82,12 @@ def fetch_words(session, url: str, image_id: int, timeout: float = 10.0) -> dict
     return payload
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write beside the target then rename: no half-written file survives an interruption."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_words(dataset: Path, collection_id: int, image_id: int, payload: dict) -> str:
     """Store the decoder's JSON under nilearn's name; returns the path relative to the dataset."""
     rel = layout.words_file(collection_id, image_id)
     target = Path(dataset) / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(target, (json.dumps(payload, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_atomic(target, (json.dumps(payload, ensure_ascii=False) + "\n").encode("utf-8"))
     return str(rel)
 
 
@@ -256,8 +242,8 @@ def main_from_args(args: argparse.Namespace) -> int:
     frequencies, vocabulary = vectorize(files)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / Path(layout.VOCABULARY).name, vocabulary_text(vocabulary).encode("utf-8"))
-    _write_atomic(out / Path(layout.WORD_FREQUENCIES).name, npz_bytes(frequencies))
+    write_atomic(out / Path(layout.VOCABULARY).name, vocabulary_text(vocabulary).encode("utf-8"))
+    write_atomic(out / Path(layout.WORD_FREQUENCIES).name, npz_bytes(frequencies))
     lgr.info(
         "vectorize-words: %d images, vocabulary of %d terms", frequencies.shape[0], len(vocabulary)
     )

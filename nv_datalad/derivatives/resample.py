@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from nv_datalad import layout
+from nv_datalad.dataset import write_atomic
 from nv_datalad.records import Result, Status
 
 lgr = logging.getLogger(__name__)
@@ -283,19 +284,6 @@ def sidecar_record(row: ManifestRow, grid: TargetGrid, img) -> dict:
     }
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write beside the target then rename: never into an annex object, never half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def sidecar_bytes(record: dict) -> bytes:
     return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
@@ -314,8 +302,8 @@ def process_row(root: str, row: ManifestRow, grid: TargetGrid) -> Outcome:
         img = resample_image(source, grid)
         data = nifti_gz_bytes(img)
         (base / row.output).parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(base / row.output, data)
-        _write_atomic(base / row.sidecar, sidecar_bytes(sidecar_record(row, grid, img)))
+        write_atomic(base / row.output, data)
+        write_atomic(base / row.sidecar, sidecar_bytes(sidecar_record(row, grid, img)))
     except Exception as exc:  # any per-image failure is reported, never aborts the batch
         return Outcome(row.output, False, f"{type(exc).__name__}: {exc}")
     return Outcome(row.output, True)
