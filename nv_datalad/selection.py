@@ -84,6 +84,10 @@ class _Walk:
 
     def take(self, image: dict, collection: dict) -> None:
         self.consecutive_fails = 0
+        if image.get("collection_id") is None:
+            # older records name their collection only by URL; every later layer (tables,
+            # annex metadata, load) reads collection_id, so record the one we walked
+            image = {**image, "collection_id": collection["id"]}
         self.sel.items.append(Selected(image, collection))
 
 

@@ -339,3 +339,4 @@ def expected_default_selection(emulator, ds):
     return {i for i, r in emulator.images.items()
             if r["collection_id"] in cols and col_ok(normalise_nulls(cols[r["collection_id"]]))
             and img_ok(normalise_nulls(r))}
+
