@@ -346,7 +346,7 @@ class _Build:
         return sidecar
 
     def _add(self, items: Sequence[PlannedImage]) -> None:
-        """New images, in checkpointed batches: register, fix extension, metadata, sidecar,
+        """New images, in checkpointed batches: download and annex, metadata, sidecar,
         commit. A batch interrupted before its commit is undone by ``recover`` next time."""
         total = len(items)
         for start in range(0, total, self.checkpoint):

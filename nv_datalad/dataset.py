@@ -291,8 +291,8 @@ def is_dirty(root: Path) -> bool:
 def commit(root: Path, message: str, paths: Sequence[str] = (".",)) -> bool:
     """Stage ``paths`` (text goes to git by .gitattributes) and commit; False if nothing to do.
 
-    Annexed images are staged by ``git annex addurl`` already; ``git add`` here only picks up
-    sidecars, tables and deletions.
+    Annexed images are staged by git-annex (``add``/``addurl``) already; ``git add`` here only
+    picks up sidecars, tables and deletions.
     """
     git(root, "add", "-A", "--", *paths)
     if not git(root, "diff", "--cached", "--name-only").strip():

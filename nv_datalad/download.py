@@ -3,9 +3,9 @@
 ``git annex addurl`` sends a HEAD before every GET; at NeuroVault's ~100 ms per request that
 doubles the cost of a fresh build (benchmarks/results.md). Here each file is streamed once to
 a temporary file inside ``.git`` (same filesystem as the worktree), checked (length against
-``Content-Length``, gzip magic bytes decide the extension), then moved to its place. The annex
-layer adds all files of a batch in one process and registers their URLs, so the result is the
-same as addurl's: a checksum key whose web URL is recorded.
+``Content-Length``, gzip magic bytes decide the extension), then moved to its place. The
+builder hands each file, as it lands, to long-lived ``git annex add`` / ``registerurl`` batch
+processes, so the result is the same as addurl's: a checksum key whose web URL is recorded.
 
 Bodies are read raw: NeuroVault sends a bogus ``Content-Encoding: utf-8`` that no client must
 "decode". A read timeout bounds a stalled transfer; a body cut off is retried here, since
