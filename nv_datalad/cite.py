@@ -20,7 +20,6 @@ from typing import Any
 import yaml
 
 from nv_datalad import layout, versions
-from nv_datalad.errors import DatasetError
 from nv_datalad.neurovault import normalise_nulls
 from nv_datalad.records import PROVENANCE_KEY
 
@@ -158,17 +157,6 @@ def credits_for(
     return tuple(out)
 
 
-def _spec_at(dataset: Path, rev: str) -> dict:
-    text = versions.read_text(dataset, rev, layout.SPEC_FILE)
-    if text is None:
-        return {}
-    try:
-        spec = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise DatasetError(f"{layout.SPEC_FILE} at {rev[:12]} is not valid YAML: {err}") from err
-    return spec if isinstance(spec, dict) else {}
-
-
 def citation(dataset: Path | str, version: str | None = None) -> Citation:
     """The citation of ``version`` (tag or commit; default HEAD), read from git only."""
     root = versions.ensure_repository(Path(dataset))
@@ -178,7 +166,7 @@ def citation(dataset: Path | str, version: str | None = None) -> Citation:
         tag = version  # a tag asked for by name wins over a newer tag on the same commit
     exact = tag is not None and versions.resolve(root, tag) == commit
     date = versions.tag_date(root, tag) if exact and tag else versions.commit_date(root, commit)
-    spec = _spec_at(root, commit)
+    spec = versions.read_spec(root, commit)
     images = versions.image_sidecars(root, commit)
     counts: Counter[int] = Counter()
     server = str(spec.get("server") or "")

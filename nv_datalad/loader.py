@@ -182,21 +182,8 @@ def _description(root: Path, rev: str | None) -> str:
     readme = versions.read_text(root, rev, layout.README)
     if readme:
         return readme
-    spec = _spec(root, rev)
+    spec = versions.read_spec(root, rev)
     return str(spec.get("description") or "")
-
-
-def _spec(root: Path, rev: str | None) -> dict:
-    import yaml
-
-    text = versions.read_text(root, rev, layout.SPEC_FILE)
-    if text is None:
-        return {}
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise DatasetError(f"{layout.SPEC_FILE} is not valid YAML: {err}") from err
-    return value if isinstance(value, dict) else {}
 
 
 def _annexed_bytes(root: Path, rev: str | None, relpath: str, get: bool) -> bytes | None:

@@ -12,10 +12,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from . import dataset as ds
-from . import layout
+from . import layout, versions
 from .errors import DatasetError, NeuroVaultError, NotFound
 from .neurovault import NeuroVaultClient, parse_date, record_id
 
@@ -51,11 +49,10 @@ class VerifyReport:
 
 
 def recorded_server(root: Path) -> str:
-    spec_file = root / layout.SPEC_FILE
-    if not spec_file.is_file():
+    spec = versions.read_spec(root)
+    if not spec:
         raise DatasetError(f"{root} has no {layout.SPEC_FILE}; is it a nv-datalad dataset?")
-    data = yaml.safe_load(spec_file.read_text()) or {}
-    return str(data.get("server") or "https://neurovault.org")
+    return str(spec.get("server") or "https://neurovault.org")
 
 
 def verify(dataset: Path, *, server: str | None = None, fsck: bool = True) -> VerifyReport:

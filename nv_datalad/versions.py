@@ -166,6 +166,21 @@ def read_text(dataset: Path, rev: str | None, relpath: str) -> str | None:
     return data.decode("utf-8") if data is not None else None
 
 
+def read_spec(dataset: Path, rev: str | None = None) -> dict:
+    """The spec a build recorded (``.nv-datalad/spec.yaml``) at ``rev``; {} when absent."""
+    import yaml
+
+    text = read_text(dataset, rev, layout.SPEC_FILE)
+    if text is None:
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = f"{layout.SPEC_FILE} at {rev[:12]}" if rev else layout.SPEC_FILE
+        raise DatasetError(f"{where} is not valid YAML: {err}") from err
+    return value if isinstance(value, dict) else {}
+
+
 def read_json(dataset: Path, rev: str | None, relpath: str) -> dict | None:
     """Parsed JSON object of ``relpath`` at ``rev``; None when missing."""
     text = read_text(dataset, rev, relpath)
