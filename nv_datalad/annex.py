@@ -56,6 +56,13 @@ def git(root: Path, *args: str, check: bool = True, input: str | None = None) ->
     return proc.stdout
 
 
+def discard(root: Path, relpath: str) -> None:
+    """Take a half-added file out of the index and the worktree (its download, if any, is
+    redone by the next build)."""
+    git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", relpath, check=False)
+    (root / relpath).unlink(missing_ok=True)
+
+
 def annex_available() -> str:
     """The git-annex version, or a clear error saying how to get it."""
     try:
@@ -275,21 +282,19 @@ class Annex:
         self.stall_timeout = stall_timeout
 
     def addurls(
-        self, pairs: Sequence[tuple[str, str]], *, mode: str = "download",
+        self, pairs: Sequence[tuple[str, str]],
         on_reply: Callable[[int], None] | None = None,
     ) -> list[AddResult]:
-        """Register ``(url, relpath)`` pairs: ``download`` (checksum keys) or ``register``
-        (``--fast``: a HEAD for the size, a VURL key, nothing downloaded). Builds download
-        with :mod:`nv_datalad.download` instead (one request per file, not HEAD + GET)."""
+        """Register ``(url, relpath)`` pairs without downloading (``addurl --fast``: a HEAD for
+        the size, a VURL key). Builds that download use :mod:`nv_datalad.download` instead:
+        one request per file where addurl sends a HEAD before every GET."""
         if not pairs:
             return []
         for url, path in pairs:
             if any(c in url + path for c in "\n\r"):
                 raise AnnexError(f"refusing a URL or path with a line break: {url!r}")
-        args = ["addurl", "--batch", "--with-files", "--json", "--json-error-messages"]
-        args += ["-J", str(self.jobs)]
-        if mode == "register":
-            args.append("--fast")
+        args = ["addurl", "--batch", "--with-files", "--json", "--json-error-messages",
+                "--fast", "-J", str(self.jobs)]
         results = self._addurls_once(pairs, args, on_reply)
         retry = [(r.url, r.path) for r in results if not r.ok]
         if not retry:
@@ -297,11 +302,7 @@ class Annex:
         # One more try for what failed: transfer locks or tmp files left by a killed run, a
         # passing network fault. What fails twice is reported (and retried next build).
         for _, path in retry:
-            full = self.root / path
-            if os.path.lexists(full):
-                git(self.root, "rm", "-q", "--cached", "--ignore-unmatch", "--", path,
-                    check=False)
-                full.unlink()
+            discard(self.root, path)
         time.sleep(1.0)
         again = {r.path: r for r in self._addurls_once(retry, args)}
         return [again.get(r.path, r) for r in results]

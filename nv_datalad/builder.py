@@ -20,7 +20,15 @@ from urllib.parse import urlsplit
 
 from . import __version__, layout
 from . import dataset as ds
-from .annex import Annex, annex_available, configure_loopback, git, metadata_line, reply_error
+from .annex import (
+    Annex,
+    annex_available,
+    configure_loopback,
+    discard,
+    git,
+    metadata_line,
+    reply_error,
+)
 from .errors import DatasetError, EnvironmentProblem, NeuroVaultError, NotFound
 from .neurovault import (
     ClientConfig,
@@ -264,7 +272,7 @@ class _Build:
         pruned = self._prune(plan) if self.prune else []
         self._report_kept(plan, pruned)
         self._derivatives(plan)
-        self._write_state()
+        images, cols = self._write_state()
         spec_text = spec_to_yaml(self.spec)
         spec_changed = old_spec_text is not None and _question(old_spec_text) != _question(
             spec_text)
@@ -281,7 +289,7 @@ class _Build:
         version = next_version(tags[-1] if tags else None, spec_changed=spec_changed,
                                content_changed=content_changed)
         report.version = version
-        self._finalise(report, plan, pruned, spec_changed)
+        self._finalise(report, plan, pruned, spec_changed, images, cols)
         return report
 
     def _settle_checks(self, plan: Plan) -> Plan:
@@ -420,7 +428,7 @@ class _Build:
                     reg.ask(f"{key} {url}"))
                 if problem:
                     self._fail(action, item, f"image {item.image_id}: {problem}")
-                    self._discard(got.path)
+                    discard(self.root, got.path)
                     return
                 err = reply_error(meta.ask(metadata_line(_annex_fields(item.record or {}),
                                                          key=key)))
@@ -444,7 +452,7 @@ class _Build:
             by_path[rel] = (item, url)
         placed = []
         pairs = [(url, rel) for rel, (_, url) in by_path.items()]
-        for res in self.annex.addurls(pairs, mode="register", on_reply=on_reply):
+        for res in self.annex.addurls(pairs, on_reply=on_reply):
             item, url = by_path[res.path]
             if res.ok:
                 placed.append((item, res.path, url, res.key or ""))
@@ -455,10 +463,6 @@ class _Build:
         for path, err in errors.items():
             log.warning("%s: annex metadata not set: %s", path, err)
         return placed
-
-    def _discard(self, path: str) -> None:
-        git(self.root, "rm", "-q", "--cached", "--ignore-unmatch", "--", path, check=False)
-        (self.root / path).unlink(missing_ok=True)
 
     def _allow_loopback(self, urls: Sequence[str]) -> None:
         hosts = {urlsplit(u).hostname or "" for u in urls}
@@ -638,12 +642,14 @@ class _Build:
 
     # -- the version ------------------------------------------------------------------------
 
-    def _write_state(self) -> None:
+    def _write_state(self) -> tuple[dict[int, dict], dict[int, dict]]:
+        """Tables (and the word matrix) from the sidecars; returns them for ``_finalise``."""
         images = ds.local_images(self.root)
         cols = ds.local_collections(self.root)
         ds.write_tables(self.root, images, cols)
         if self.spec.neurosynth.words and self.spec.neurosynth.vectorize:
             self._vectorize()
+        return images, cols
 
     def _vectorize(self) -> None:
         from .derivatives import neurosynth
@@ -656,13 +662,12 @@ class _Build:
             self.results.append(result)
 
     def _finalise(self, report: BuildReport, plan: Plan, pruned: Sequence[PlannedImage],
-                  spec_changed: bool) -> None:
+                  spec_changed: bool, images: Mapping[int, dict],
+                  cols: Mapping[int, dict]) -> None:
         from .cite import cff_for
         from .readme import render_readme
 
         version = report.version or "v1.0.0"
-        images = ds.local_images(self.root)
-        cols = ds.local_collections(self.root)
         ds_id = ds.dataset_id(self.root)
         today = datetime.now(UTC).date().isoformat()
         counts: dict[int, int] = {}

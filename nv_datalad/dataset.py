@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import layout
-from .annex import git, stop_orphans
+from .annex import discard, git, stop_orphans
 from .errors import DatasetError
 from .records import COLLECTION_COLUMNS, IMAGE_COLUMNS, PROVENANCE_KEY
 
@@ -204,8 +204,7 @@ def recover(root: Path) -> list[str]:
             parsed = layout.parse_image_file(name)
             if parsed and f"image_{parsed[0]}_metadata.json" not in names:
                 rel = str(layout.image_file(cid, parsed[0], parsed[1]))
-                git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", rel, check=False)
-                (root / rel).unlink(missing_ok=True)
+                discard(root, rel)
                 removed.append(rel)
     # An update interrupted between removing the old file and adding the new one: put the
     # committed version back; the next overwrite build sees the newer date and redoes it.
