@@ -84,9 +84,7 @@ def _fetch(session: requests.Session, root: Path, want: Wanted, timeout: tuple[f
                                 layout.extension_for_bytes(head))
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        if os.path.lexists(target):
-            target.unlink()
-        os.replace(tmp, target)
+        os.replace(tmp, target)  # replaces a leftover file or symlink, never writes through it
         return Fetched(want, str(rel))
     tmp.unlink(missing_ok=True)
     return Fetched(want, None, f"download failed after {attempts} attempts: {last}")
