@@ -236,7 +236,7 @@ def work_nilearn_resample(root: str, sources: list[str], out_dir: str) -> dict:
 
 def work_provenance_resample(dataset: str, jobs: int) -> dict:
     """What the build does for derivatives: one ``datalad run`` over every image."""
-    from nv_datalad import layout
+    from nv_datalad.dataset import layout
     from nv_datalad.derivatives.resample import resample_with_provenance
 
     root = Path(dataset)
@@ -256,8 +256,8 @@ def work_profile(spec: str, dataset: str, jobs: int, mode: str | None, out: str)
     """``builder.build`` under cProfile (wall clock), to see which stage the time goes to."""
     import cProfile
 
-    from nv_datalad.annex import ensure_tools_on_path
-    from nv_datalad.builder import build
+    from nv_datalad.build.pipeline import build
+    from nv_datalad.dataset.annex import ensure_tools_on_path
 
     ensure_tools_on_path()
     profiler = cProfile.Profile(time.perf_counter)
@@ -333,7 +333,7 @@ def git_head(root: Path) -> str:
 
 def file_pairs(records: dict[int, dict], ids: Sequence[int]) -> list[tuple[str, str]]:
     """(url, dataset-relative path) per image, paths from integer ids (never server strings)."""
-    from nv_datalad import layout
+    from nv_datalad.dataset import layout
 
     pairs = []
     for iid in ids:
@@ -450,7 +450,7 @@ class ResampleRun:
 def generate_volumes(root: Path, n: int) -> list[str]:
     """``n`` realistic 2 mm MNI volumes (91×109×91 float32, smooth blobs in a brain mask), made
     by the emulator's own generator, at the dataset layout's paths."""
-    from nv_datalad import layout
+    from nv_datalad.dataset import layout
     from nv_datalad.emulator.nifti import GRIDS, VolumeKind, VolumeSpec, nifti_bytes, volume_data
 
     spec = VolumeSpec(VolumeKind.STAT, "mni2mm")
@@ -475,7 +475,7 @@ def make_dataset(path: Path, source: Path, env: dict[str, str]) -> None:
 
 def write_manifest(root: Path, rels: Sequence[str]) -> Path:
     """A manifest for the bare ``nv-datalad resample`` entry point (no git needed)."""
-    from nv_datalad import layout
+    from nv_datalad.dataset import layout
     from nv_datalad.derivatives.resample import format_manifest, manifest_row
 
     rows = []
@@ -528,7 +528,7 @@ def _max_diff(nl_out: Path, source: Path, rels: Sequence[str]) -> float | None:
     import nibabel as nib
     import numpy as np
 
-    from nv_datalad import layout
+    from nv_datalad.dataset import layout
 
     worst = 0.0
     for rel in rels[:3]:

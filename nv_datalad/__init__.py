@@ -14,18 +14,18 @@ __all__ = ["__version__", "build", "load"]
 
 
 def build(spec_or_path: Any, dataset: Any = None, **options: Any) -> Any:
-    """Create or update a dataset from a spec; see :func:`nv_datalad.builder.build`."""
-    from .annex import ensure_tools_on_path
-    from .builder import build as _build
+    """Create or update a dataset from a spec; see :func:`nv_datalad.build.pipeline.build`."""
+    from nv_datalad.build.pipeline import build as _build
+    from nv_datalad.dataset.annex import ensure_tools_on_path
 
     ensure_tools_on_path()  # git-annex and the `nv-datalad` that `datalad run` records
     return _build(spec_or_path, dataset, **options)
 
 
 def load(dataset: Any, **options: Any) -> Any:
-    """A ``fetch_neurovault``-style Bunch of a built dataset; see :func:`nv_datalad.loader.load`."""
-    from .annex import ensure_tools_on_path
-    from .loader import load as _load
+    """A ``fetch_neurovault``-style Bunch of a built dataset (:func:`.consumers.load.load`)."""
+    from nv_datalad.consumers.load import load as _load
+    from nv_datalad.dataset.annex import ensure_tools_on_path
 
     ensure_tools_on_path()
     return _load(dataset, **options)

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import NvDataladError
+from nv_datalad import __version__
+from nv_datalad.errors import NvDataladError
 
 log = logging.getLogger("nv_datalad")
 
@@ -81,12 +81,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("resample", help="resample images listed in a manifest (datalad run)")
-    from .derivatives import resample
+    from nv_datalad.derivatives import resample
 
     resample.add_arguments(p)
 
     p = sub.add_parser("vectorize-words", help="Neurosynth word matrix (datalad run)")
-    from .derivatives import neurosynth
+    from nv_datalad.derivatives import neurosynth
 
     neurosynth.add_arguments(p)
 
@@ -139,7 +139,7 @@ class _Bars:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from .builder import build
+    from nv_datalad.build.pipeline import build
 
     bars = _Bars(sys.stderr.isatty() and not args.quiet)
     try:
@@ -158,7 +158,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from .diff import diff, format_diff
+    from nv_datalad.consumers.diff import diff, format_diff
 
     result = diff(Path(args.dataset), args.old, args.new)
     print(json.dumps(result.as_dict(), indent=2) if args.json else format_diff(result))
@@ -166,7 +166,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    from .getter import explain_annex_equivalent, get
+    from nv_datalad.consumers.get import explain_annex_equivalent, get
 
     results = get(Path(args.dataset), args.where, resampled=args.resampled, jobs=args.jobs)
     for r in results:
@@ -177,14 +177,14 @@ def _cmd_get(args: argparse.Namespace) -> int:
 
 
 def _cmd_cite(args: argparse.Namespace) -> int:
-    from .cite import citation, render
+    from nv_datalad.consumers.cite import citation, render
 
     print(render(citation(Path(args.dataset), args.at), args.format))
     return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify
+    from nv_datalad.consumers.verify import verify
 
     report = verify(Path(args.dataset), server=args.server, fsck=not args.no_fsck)
     for line in report.lines():
@@ -193,7 +193,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
-    from .emulator import DEFAULT_PORT, serve_forever
+    from nv_datalad.emulator import DEFAULT_PORT, serve_forever
 
     port = DEFAULT_PORT if args.port is None else args.port
     try:
@@ -204,19 +204,19 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def _cmd_resample(args: argparse.Namespace) -> int:
-    from .derivatives import resample
+    from nv_datalad.derivatives import resample
 
     return resample.main_from_args(args)
 
 
 def _cmd_vectorize(args: argparse.Namespace) -> int:
-    from .derivatives import neurosynth
+    from nv_datalad.derivatives import neurosynth
 
     return neurosynth.main_from_args(args)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from .spec import schema
+    from nv_datalad.spec.model import schema
 
     print(json.dumps(schema(), indent=2))
     return 0
@@ -236,7 +236,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .annex import ensure_tools_on_path
+    from nv_datalad.dataset.annex import ensure_tools_on_path
 
     parser = make_parser()
     args = parser.parse_args(argv)

@@ -27,9 +27,9 @@ import numpy as np
 import scipy.sparse
 import yaml
 
-from nv_datalad import layout
-from nv_datalad.cite import cff_for
-from nv_datalad.readme import render_readme
+from nv_datalad.build.readme import render_readme
+from nv_datalad.consumers.cite import cff_for
+from nv_datalad.dataset import layout
 from nv_datalad.records import (
     ANNEX_METADATA_FIELDS,
     COLLECTION_COLUMNS,

@@ -24,7 +24,7 @@ from helpers import (
     write_spec,
 )
 
-from nv_datalad.annex import WEB_UUID
+from nv_datalad.dataset.annex import WEB_UUID
 
 
 @pytest.fixture(scope="module")
@@ -330,8 +330,8 @@ def test_truncated_and_failing_file_bodies_never_become_content(emulator, tmp_pa
 
 def expected_default_selection(emulator, ds):
     """The default selection, computed from the emulator's records with our own filters."""
-    from nv_datalad.neurovault import normalise_nulls
-    from nv_datalad.spec import parse_spec
+    from nv_datalad.neurovault.client import normalise_nulls
+    from nv_datalad.spec.model import parse_spec
 
     spec = parse_spec(f"name: x\nserver: {emulator.url}\nmax_images: null\n")
     col_ok, img_ok = spec.collection_predicate(), spec.image_predicate()

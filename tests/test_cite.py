@@ -19,8 +19,10 @@ import yaml
 from dataset_factory import COLLECTIONS, IMAGES, SERVER, SPEC, FactoryDataset, clone, git
 from dataset_factory import shared_dataset as _shared
 
-from nv_datalad import cite, layout, versions
-from nv_datalad.readme import render_readme
+from nv_datalad.build.readme import render_readme
+from nv_datalad.consumers import cite
+from nv_datalad.dataset import layout
+from nv_datalad.dataset import revision as versions
 
 # --- a strict BibTeX reader ------------------------------------------------------------------
 

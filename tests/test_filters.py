@@ -35,7 +35,7 @@ from nilearn.datasets.neurovault import (
     basic_image_terms,
 )
 
-from nv_datalad.filters import (
+from nv_datalad.spec.filters import (
     BASIC_COLLECTION_TERMS,
     BASIC_IMAGE_TERMS,
     OPERATORS,

@@ -8,7 +8,8 @@ import subprocess
 import pytest
 from dataset_factory import IMAGES, FactoryDataset, clone, git, shared_dataset
 
-from nv_datalad import getter, layout
+from nv_datalad.consumers import get as getter
+from nv_datalad.dataset import layout
 from nv_datalad.errors import SpecError
 from nv_datalad.records import Status
 

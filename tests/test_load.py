@@ -19,9 +19,9 @@ from dataset_factory import (
     shared_dataset,
 )
 
-from nv_datalad import layout
+from nv_datalad.consumers.load import entries, images_table, load
+from nv_datalad.dataset import layout
 from nv_datalad.errors import DatasetError, SpecError
-from nv_datalad.loader import entries, images_table, load
 
 FETCH_NEUROVAULT_KEYS = {"images", "images_meta", "collections_meta", "description"}
 
@@ -126,7 +126,7 @@ def test_get_at_an_old_version_is_refused(ds):
 
 def test_get_fetches_the_selected_content_in_a_clone(ds, tmp_path, caplog):
     repo = clone(ds, tmp_path / "clone")
-    with caplog.at_level(logging.WARNING, logger="nv_datalad.loader"):
+    with caplog.at_level(logging.WARNING, logger="nv_datalad.consumers.load"):
         lazy = load(repo, where=["map_type=Z map"])
     assert "word_frequencies" not in lazy  # the npz is annexed and not here yet
     assert "datalad get" in caplog.text
@@ -178,7 +178,7 @@ def test_package_level_load_survives_importing_the_module(tmp_path):
 
     import nv_datalad
 
-    importlib.import_module("nv_datalad.loader")
+    importlib.import_module("nv_datalad.consumers.load")
     assert callable(nv_datalad.load) and callable(nv_datalad.build)
     from nv_datalad import load as again
 

@@ -18,7 +18,7 @@ import requests
 from nilearn.datasets import neurovault as nv
 from scipy import sparse
 
-from nv_datalad import layout
+from nv_datalad.dataset import layout
 from nv_datalad.derivatives import neurosynth as ns
 from nv_datalad.emulator.neurosynth import DecodeOutcome, decode
 from nv_datalad.records import IMAGE_COLUMNS, Status

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from nv_datalad.errors import Forbidden, NeuroVaultError, NotFound
-from nv_datalad.neurovault import (
+from nv_datalad.neurovault.client import (
     ClientConfig,
     NeuroVaultClient,
     image_collection_id,

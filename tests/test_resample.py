@@ -20,8 +20,8 @@ import pytest
 from nilearn.datasets.neurovault import STD_AFFINE
 from nilearn.image import resample_img
 
-from nv_datalad import layout
 from nv_datalad.cli import main as cli_main
+from nv_datalad.dataset import layout
 from nv_datalad.derivatives import resample as rs
 from nv_datalad.records import Status
 

@@ -12,10 +12,10 @@ import jsonschema
 import pytest
 from nilearn.datasets.neurovault import ResultFilter, basic_collection_terms, basic_image_terms
 
-from nv_datalad import spec as spec_module
 from nv_datalad.errors import SpecError
-from nv_datalad.filters import OPERATORS
-from nv_datalad.spec import (
+from nv_datalad.spec import model as spec_module
+from nv_datalad.spec.filters import OPERATORS
+from nv_datalad.spec.model import (
     NeurosynthSpec,
     ResampleSpec,
     load_spec,

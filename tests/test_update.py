@@ -9,9 +9,9 @@ import subprocess
 import pytest
 from helpers import annex, git, head, image_file, image_ids, key_of, nv, sidecar, tags, write_spec
 
-from nv_datalad.annex import WEB_UUID
-from nv_datalad.selection import Selected
-from nv_datalad.update import Change, make_plan, next_version, settle
+from nv_datalad.build.plan import Change, make_plan, next_version, settle
+from nv_datalad.build.select import Selected
+from nv_datalad.dataset.annex import WEB_UUID
 
 # -- the planner, without git --------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from dataset_factory import IMAGES, FactoryDataset, git, shared_dataset
 
-from nv_datalad import layout, versions
+from nv_datalad.dataset import layout
+from nv_datalad.dataset import revision as versions
 from nv_datalad.errors import DatasetError
 
 

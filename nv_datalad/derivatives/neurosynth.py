@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from nv_datalad import layout
-from nv_datalad.dataset import write_atomic
+from nv_datalad.dataset import layout
+from nv_datalad.dataset.repo import write_atomic
 from nv_datalad.records import Result, Status
 
 lgr = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from nv_datalad import layout
-from nv_datalad.dataset import write_atomic
+from nv_datalad.dataset import layout
+from nv_datalad.dataset.repo import write_atomic
 from nv_datalad.records import Result, Status
 
 lgr = logging.getLogger(__name__)
@@ -419,7 +419,7 @@ def _up_to_date(dataset: Path, row: ManifestRow, grid: TargetGrid) -> bool:
 
 def _lookup_keys(dataset: Path, paths: Sequence[str]) -> dict[str, str]:
     """Annex keys of files whose key the caller did not know (one batched git-annex call)."""
-    from nv_datalad.annex import Annex
+    from nv_datalad.dataset.annex import Annex
 
     return Annex(dataset).lookup_keys(paths)
 

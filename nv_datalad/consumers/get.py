@@ -19,9 +19,10 @@ from typing import Any
 
 import yaml
 
-from nv_datalad import filters, layout
+from nv_datalad.dataset import layout
 from nv_datalad.errors import DatasetError, SpecError
 from nv_datalad.records import ANNEX_METADATA_FIELDS, Result, Status
+from nv_datalad.spec import filters
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def select(
 ) -> list[str]:
     """Dataset-relative paths of the matching images (their resampled derivatives when
     ``resampled``; images without one are skipped with a warning), in images.tsv order."""
-    from nv_datalad.loader import entries
+    from nv_datalad.consumers.load import entries
 
     chosen = entries(dataset, version=version, where=where)
     if not resampled:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import versions
-from .errors import DatasetError
-from .records import PROVENANCE_KEY
+from nv_datalad.dataset import revision as versions
+from nv_datalad.errors import DatasetError
+from nv_datalad.records import PROVENANCE_KEY
 
 #: ``old`` for the first version: everything it holds counts as added.
 NOTHING = "(nothing)"

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import __version__, layout
-from . import dataset as ds
-from .annex import (
+from nv_datalad.dataset import layout
+from nv_datalad import __version__
+from nv_datalad.dataset import repo as ds
+from nv_datalad.dataset.annex import (
     Annex,
     annex_available,
     configure_loopback,
@@ -29,18 +30,18 @@ from .annex import (
     metadata_line,
     reply_error,
 )
-from .errors import DatasetError, EnvironmentProblem, NeuroVaultError, NotFound
-from .neurovault import (
+from nv_datalad.errors import DatasetError, EnvironmentProblem, NeuroVaultError, NotFound
+from nv_datalad.neurovault.client import (
     ClientConfig,
     NeuroVaultClient,
     default_neurosynth_url,
     normalise_nulls,
     parse_date,
 )
-from .records import ANNEX_METADATA_FIELDS, PROVENANCE_KEY, Result, Status
-from .selection import Selected, Selection, select
-from .spec import Spec, load_spec, spec_to_yaml
-from .update import Change, Plan, PlannedImage, format_plan, make_plan, next_version, settle
+from nv_datalad.records import ANNEX_METADATA_FIELDS, PROVENANCE_KEY, Result, Status
+from nv_datalad.build.select import Selected, Selection, select
+from nv_datalad.spec.model import Spec, load_spec, spec_to_yaml
+from nv_datalad.build.plan import Change, Plan, PlannedImage, format_plan, make_plan, next_version, settle
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def serving(server: str) -> Iterator[str]:
     if server != "embedded":
         yield server
         return
-    from .emulator import DEFAULT_PORT, Emulator
+    from nv_datalad.emulator import DEFAULT_PORT, Emulator
 
     url = f"http://127.0.0.1:{DEFAULT_PORT}"
     try:
@@ -406,7 +407,7 @@ class _Build:
         """One GET per file (addurl sends a HEAD first); each file is annexed, its web URL
         registered and its metadata set the moment it lands, through long-lived batch
         processes, so git-annex works while the network does."""
-        from .download import Wanted, fetch_all
+        from nv_datalad.neurovault.download import Wanted, fetch_all
 
         assert self.client is not None
         placed: list[Placed] = []
@@ -528,7 +529,7 @@ class _Build:
         stay retrievable after NeuroVault's URL serves new bytes."""
         if not self.spec.archive or not keys:
             return
-        from .archive import ensure_archive
+        from nv_datalad.dataset.archive import ensure_archive
 
         remote = ensure_archive(self.root, self.spec.archive)
         for key, err in self.annex.copy_keys_to(remote, keys).items():
@@ -593,7 +594,7 @@ class _Build:
             self._resample(present, plan)
 
     def _words(self, items: Sequence[PlannedImage]) -> None:
-        from .derivatives import neurosynth
+        from nv_datalad.derivatives import neurosynth
 
         assert self.client is not None
         url = self.spec.neurosynth.url or default_neurosynth_url(self.base_url)
@@ -611,7 +612,7 @@ class _Build:
                       paths=[layout.NEUROVAULT_DIR])
 
     def _resample(self, items: Sequence[PlannedImage], plan: Plan) -> None:
-        from .derivatives import resample
+        from nv_datalad.derivatives import resample
 
         changed = {p.image_id for p in plan.of(Change.CONTENT)}
         work = []
@@ -652,7 +653,7 @@ class _Build:
         return images, cols
 
     def _vectorize(self) -> None:
-        from .derivatives import neurosynth
+        from nv_datalad.derivatives import neurosynth
 
         if not any((self.root / layout.NEUROVAULT_DIR).glob("*/neurosynth_words_for_image_*")):
             return
@@ -664,8 +665,8 @@ class _Build:
     def _finalise(self, report: BuildReport, plan: Plan, pruned: Sequence[PlannedImage],
                   spec_changed: bool, images: Mapping[int, dict],
                   cols: Mapping[int, dict]) -> None:
-        from .cite import cff_for
-        from .readme import render_readme
+        from nv_datalad.consumers.cite import cff_for
+        from nv_datalad.build.readme import render_readme
 
         version = report.version or "v1.0.0"
         ds_id = ds.dataset_id(self.root)

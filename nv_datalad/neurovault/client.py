@@ -23,7 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .errors import Forbidden, NeuroVaultError, NotFound
+from nv_datalad.errors import Forbidden, NeuroVaultError, NotFound
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NeuroVaultError, NotFound
-from .neurovault import NeuroVaultClient, image_collection_id, normalise_nulls, record_id
-from .records import Result, Status
+from nv_datalad.errors import NeuroVaultError, NotFound
+from nv_datalad.neurovault.client import NeuroVaultClient, image_collection_id, normalise_nulls, record_id
+from nv_datalad.records import Result, Status
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import layout
-from .annex import discard, git, stop_orphans
-from .errors import DatasetError
-from .records import COLLECTION_COLUMNS, IMAGE_COLUMNS, PROVENANCE_KEY
+from nv_datalad.dataset import layout
+from nv_datalad.dataset.annex import discard, git, stop_orphans
+from nv_datalad.errors import DatasetError
+from nv_datalad.records import COLLECTION_COLUMNS, IMAGE_COLUMNS, PROVENANCE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def recover(root: Path) -> list[str]:
     is a download in flight when the build stopped: it is removed and fetched again. An image
     file missing from the tree was being replaced: the committed version comes back.
     """
-    from .download import clear_partials
+    from nv_datalad.neurovault.download import clear_partials
 
     clear_partials(root)
     removed = []

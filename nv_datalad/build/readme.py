@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from nv_datalad import layout
-from nv_datalad.cite import NEUROVAULT_REFERENCE, normalise_doi
-from nv_datalad.getter import annex_equivalent
-from nv_datalad.neurovault import normalise_nulls
+from nv_datalad.dataset import layout
+from nv_datalad.consumers.cite import NEUROVAULT_REFERENCE, normalise_doi
+from nv_datalad.consumers.get import annex_equivalent
+from nv_datalad.neurovault.client import normalise_nulls
 from nv_datalad.records import PROVENANCE_KEY
 
 NOT_GIVEN = "(not given)"

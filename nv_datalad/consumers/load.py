@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from nv_datalad import getter, layout, versions
+from nv_datalad.consumers import get as getter
+from nv_datalad.dataset import layout
+from nv_datalad.dataset import revision as versions
 from nv_datalad.errors import DatasetError
-from nv_datalad.neurovault import normalise_nulls
+from nv_datalad.neurovault.client import normalise_nulls
 from nv_datalad.records import IMAGE_COLUMNS, PROVENANCE_KEY
 
 if TYPE_CHECKING:  # heavy imports stay out of ``nv-datalad --help``

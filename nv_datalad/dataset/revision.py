@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
-from nv_datalad import layout
+from nv_datalad.dataset import layout
 from nv_datalad.errors import DatasetError
 
 log = logging.getLogger(__name__)

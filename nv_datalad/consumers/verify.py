@@ -12,10 +12,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import dataset as ds
-from . import layout, versions
-from .errors import DatasetError, NeuroVaultError, NotFound
-from .neurovault import NeuroVaultClient, parse_date, record_id
+from nv_datalad.dataset import layout
+from nv_datalad.dataset import repo as ds
+from nv_datalad.dataset import revision as versions
+from nv_datalad.errors import DatasetError, NeuroVaultError, NotFound
+from nv_datalad.neurovault.client import NeuroVaultClient, parse_date, record_id
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def recorded_server(root: Path) -> str:
 
 
 def verify(dataset: Path, *, server: str | None = None, fsck: bool = True) -> VerifyReport:
-    from .builder import serving
+    from nv_datalad.build.pipeline import serving
 
     root = Path(dataset).absolute()
     if not ds.is_dataset(root):

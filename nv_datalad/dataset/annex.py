@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AnnexError, EnvironmentProblem
+from nv_datalad.errors import AnnexError, EnvironmentProblem
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
-from nv_datalad import layout, versions
-from nv_datalad.neurovault import normalise_nulls
+from nv_datalad.dataset import layout
+from nv_datalad.dataset import revision as versions
+from nv_datalad.neurovault.client import normalise_nulls
 from nv_datalad.records import PROVENANCE_KEY
 
 FORMATS = ("text", "bibtex", "cff")

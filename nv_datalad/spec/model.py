@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from nv_datalad.errors import SpecError
-from nv_datalad.filters import (
+from nv_datalad.spec.filters import (
     BASIC_COLLECTION_TERMS,
     BASIC_IMAGE_TERMS,
     FilterError,
@@ -74,7 +74,7 @@ NEUROSYNTH_KEYS = ("words", "vectorize", "url")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 Path_ = tuple[str | int, ...]
-_SCHEMA_FILE = Path(__file__).with_name("spec.schema.json")
+_SCHEMA_FILE = Path(__file__).with_name("schema.json")
 
 
 # --- YAML with line numbers -------------------------------------------------------------------

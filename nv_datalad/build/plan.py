@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from .neurovault import image_collection_id, parse_date
-from .records import PROVENANCE_KEY
-from .selection import Selected
+from nv_datalad.neurovault.client import image_collection_id, parse_date
+from nv_datalad.records import PROVENANCE_KEY
+from nv_datalad.build.select import Selected
 
 
 class Change(StrEnum):

@@ -26,7 +26,7 @@ from pathlib import Path
 import requests
 import urllib3
 
-from . import layout
+from nv_datalad.dataset import layout
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import logging
 import subprocess
 from pathlib import Path
 
-from .annex import git
-from .errors import DatasetError
+from nv_datalad.dataset.annex import git
+from nv_datalad.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
