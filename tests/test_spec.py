@@ -1,7 +1,8 @@
-"""Spec loading: nilearn's defaults, one precise message per mistake, and no schema drift.
+"""Spec loading: nilearn's defaults, a precise message per mistake, all of them at once.
 
 A researcher's bad spec must fail before anything is written with ``file:line key.path:
-problem``; a good one must select what ``fetch_neurovault`` would with the same arguments.
+problem`` (one line per problem when there are several); a good one must select what
+``fetch_neurovault`` would with the same arguments. The published JSON Schema is what decides.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import jsonschema
 import pytest
 from nilearn.datasets.neurovault import ResultFilter, basic_collection_terms, basic_image_terms
 
+from nv_datalad import options
 from nv_datalad.errors import SpecError
-from nv_datalad.spec import model as spec_module
-from nv_datalad.spec.filters import OPERATORS
-from nv_datalad.spec.model import (
+from nv_datalad.spec import (
     NeurosynthSpec,
     ResampleSpec,
     load_spec,
@@ -23,6 +23,9 @@ from nv_datalad.spec.model import (
     schema,
     spec_to_yaml,
 )
+from nv_datalad.spec.filters import OPERATORS
+from nv_datalad.spec.schema_doc import TOP_KEYS
+from nv_datalad.spec.yamlload import load_yaml, plain
 
 SM = "statistic_map"
 SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
@@ -431,7 +434,7 @@ def test_everything_spec_has_no_filter_and_no_limit():
     assert spec.image_predicate()({"is_thresholded": True, "map_type": "ROI/mask"})
 
 
-# --- the JSON Schema and the validator agree --------------------------------------------------
+# --- the published JSON Schema decides -------------------------------------------------------
 
 GOOD_SPECS = [
     "name: x\n",
@@ -450,6 +453,9 @@ GOOD_SPECS = [
         "archive: null\n"
     ),
     "name: x\nserver: http://127.0.0.1:8080\nresample: true\nneurosynth: null\n",
+    "name: x\nsubdatasets: per-collection\nria: {store: 'ria+file:///shared/store'}\n"
+    "report: true\n",
+    "name: x\nsubdatasets: none\nria: {store: null}\nreport: false\n",
     "name: x\ncollections:\n  ids: [1, 2]\nimages:\n  ids: [3]\n  terms: null\n",
     (
         "name: x\nimages:\n  terms:\n    add_date: {ge: 2020-01-01, lt: '2024'}\n"
@@ -515,11 +521,12 @@ EXTRA_BAD_SPECS = [
 
 
 def as_data(text: str):
-    """The document as JSON-like data, loaded exactly as the validator loads it."""
-    return spec_module._plain(spec_module._load_yaml(text, "<test>"))
+    """The document as JSON-like data, loaded exactly as the spec loader loads it."""
+    return plain(load_yaml(text, "<test>"))
 
 
 def schema_validator() -> jsonschema.Draft202012Validator:
+    """A plain validator, as an editor would use the schema ``nv-datalad schema`` prints."""
     cls = jsonschema.Draft202012Validator
     return cls(schema(), format_checker=cls.FORMAT_CHECKER)
 
@@ -534,7 +541,7 @@ def test_schema_is_a_valid_draft_2020_12_schema():
     "text",
     GOOD_SPECS + [p.read_text(encoding="utf-8") for p in shipped_specs()],
 )
-def test_good_specs_pass_the_validator_and_the_schema(text):
+def test_good_specs_pass_the_loader_and_the_published_schema(text):
     parse_spec(text)
     errors = list(schema_validator().iter_errors(as_data(text)))
     assert errors == []
@@ -544,7 +551,7 @@ def test_good_specs_pass_the_validator_and_the_schema(text):
     "text",
     [case[1] for case in BAD_SPECS if case[0] in SCHEMA_EXPRESSIBLE] + EXTRA_BAD_SPECS,
 )
-def test_bad_specs_fail_the_validator_and_the_schema(text):
+def test_bad_specs_fail_the_loader_and_the_published_schema(text):
     with pytest.raises(SpecError):
         parse_spec(text)
     assert not schema_validator().is_valid(as_data(text))
@@ -553,4 +560,97 @@ def test_bad_specs_fail_the_validator_and_the_schema(text):
 def test_schema_operators_equal_the_filter_operators():
     operators = schema()["$defs"]["operators"]["properties"]
     assert set(operators) - {"flags", "all", "any", "not"} == set(OPERATORS)
-    assert set(schema()["properties"]) == set(spec_module.TOP_KEYS)
+    assert set(schema()["properties"]) == set(TOP_KEYS)
+
+
+def test_schema_enums_and_defaults_come_from_the_options():
+    document = schema()
+    top = document["properties"]
+    assert top["mode"]["enum"] == list(options.MODES)
+    assert top["content"]["enum"] == list(options.CONTENTS)
+    assert top["subdatasets"]["enum"] == list(options.SUBDATASETS)
+    assert top["subdatasets"]["default"] == "none"
+    assert top["server"]["default"] == options.DEFAULT_SERVER
+    assert top["max_images"]["default"] == options.DEFAULT_MAX_IMAGES
+    assert {"const": options.EMBEDDED} in top["server"]["anyOf"]
+    interpolation = document["$defs"]["resample"]["properties"]["interpolation"]
+    assert interpolation["enum"] == list(options.INTERPOLATIONS)
+    assert interpolation["default"] == options.DEFAULT_INTERPOLATION
+
+
+def test_messages_name_what_the_schema_allows():
+    """The choices and keys a message offers are the schema's, not a copy of them."""
+    with pytest.raises(SpecError) as info:
+        parse_spec("name: x\nsubdatasets: per_collection\n", "spec.yaml")
+    assert str(info.value) == (
+        "spec.yaml:2 subdatasets: unknown subdatasets 'per_collection' (did you mean "
+        f"'per-collection'?); use one of: {', '.join(options.SUBDATASETS)}"
+    )
+    with pytest.raises(SpecError) as info:
+        parse_spec("name: x\nimages:\n  term: {}\n", "spec.yaml")
+    allowed = schema()["properties"]["images"]["properties"]
+    assert str(info.value).endswith(f"allowed here: {', '.join(allowed)}")
+    with pytest.raises(SpecError) as info:
+        parse_spec("name: x\nreport: yes please\n", "spec.yaml")
+    assert str(info.value) == "spec.yaml:2 report: must be true or false; got 'yes please'"
+
+
+def test_every_violation_is_reported_with_its_line(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "name: x\n"                                  # 1
+        "mode: ofline\n"                             # 2
+        "max_image: 3\n"                             # 3
+        "images:\n"                                  # 4
+        "  ids: [1, -2]\n"                           # 5
+        "  terms:\n"                                 # 6
+        "    map_type:\n"                            # 7
+        "      equals: Z map\n"                      # 8
+        "resample:\n"                                # 9
+        "  voxel_size: 0\n"                          # 10
+        "ria: {store: /shared/store}\n",             # 11
+        encoding="utf-8",
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    first, *rest = str(info.value).splitlines()
+    assert first == f"{path}: 6 problems"
+    assert [line.split(": ", 1)[0] for line in rest] == [
+        f"  {path}:2 mode",
+        f"  {path}:3 max_image",
+        f"  {path}:5 images.ids[1]",
+        f"  {path}:8 images.terms.map_type",
+        f"  {path}:10 resample.voxel_size",
+        f"  {path}:11 ria.store",
+    ]
+    assert "did you mean 'offline'" in rest[0]
+    assert "did you mean 'max_images'" in rest[1]
+    assert "non-negative integers; got -2" in rest[2]
+    assert "unknown operator 'equals'" in rest[3]
+    assert "positive number" in rest[4]
+    assert "ria+file:///shared/store" in rest[5]
+
+
+def test_max_images_zero_is_kept_as_zero():
+    spec = parse_spec("name: x\nmax_images: 0\n")
+    assert spec.max_images == 0 and spec.max_images is not None
+    assert spec.raw["max_images"] == 0
+    assert parse_spec(spec_to_yaml(spec)).max_images == 0
+
+
+def test_scale_keys_are_carried_and_change_nothing_else():
+    plain_spec = parse_spec("name: x\n")
+    assert (plain_spec.subdatasets, plain_spec.ria_store, plain_spec.report) == (
+        "none", None, False)
+    scaled = parse_spec(
+        "name: x\nsubdatasets: per-collection\nria:\n  store: ria+file:///shared/store\n"
+        "report: true\n"
+    )
+    assert scaled.subdatasets == "per-collection"
+    assert scaled.ria_store == "ria+file:///shared/store"
+    assert scaled.report is True
+    assert dict(scaled.image_terms) == dict(plain_spec.image_terms)
+    assert scaled.max_images == plain_spec.max_images
+    assert spec_to_yaml(scaled).splitlines()[-4:] == [
+        "subdatasets: per-collection", "ria:", "  store: ria+file:///shared/store",
+        "report: true"]
