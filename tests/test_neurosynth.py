@@ -9,18 +9,23 @@ import json
 import subprocess
 import sys
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import datalad.api as dl
 import numpy as np
 import pytest
 import requests
+from helpers import git, head, write_spec
+from helpers import nv as nv_cli
 from nilearn.datasets import neurovault as nv
 from scipy import sparse
 
 from nv_datalad.dataset import layout
+from nv_datalad.derivatives import misses
 from nv_datalad.derivatives import neurosynth as ns
 from nv_datalad.emulator.neurosynth import DecodeOutcome, decode
+from nv_datalad.neurovault.client import NeuroVaultClient
 from nv_datalad.records import IMAGE_COLUMNS, Status
 
 PREFIX = [sys.executable, "-m", "nv_datalad.cli", "vectorize-words"]
@@ -93,6 +98,107 @@ def test_fetch_all_writes_nilearn_files_and_retries_failures(emulator, tmp_path)
         assert result.status == expected
 
 
+def test_a_failing_lookup_costs_one_retry_not_the_api_back_off(emulator, tmp_path):
+    """Issue 12 finding 3: the API session retries a 5xx five times with back-off (~15 s);
+    a Neurosynth lookup gets one immediate retry, whatever session the build hands over."""
+    failing = next((c, i) for c, i, o in sample(emulator) if o is DecodeOutcome.ERROR)
+    with NeuroVaultClient(emulator.url) as client:
+        emulator.reset_counters()
+        (result,) = ns.fetch_all(client.session, decode_url(emulator), [failing], tmp_path)
+    assert result.status == Status.IMPOSSIBLE and result.message == "no words"
+    assert emulator.counters["decode"] == 2  # the request and its one retry
+
+
+def test_failed_lookups_are_remembered_with_a_back_off(emulator, tmp_path):
+    ds = tmp_path / "ds"
+    dl.create(str(ds), result_renderer="disabled")
+    items = sample(emulator)
+    failing = {i for _c, i, o in items if o is not DecodeOutcome.WORDS}
+    pairs = [(c, i) for c, i, _ in items]
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    with requests.Session() as session:
+        first = ns.fetch_all(session, decode_url(emulator), pairs, ds, now=start)
+        assert {r.image_id for r in first if r.status == Status.IMPOSSIBLE} == failing
+        state = json.loads((ds / misses.STATE_FILE).read_text())
+        assert {int(i) for i in state} == failing
+        assert all(e["attempts"] == 1 for e in state.values())
+        # local state of this clone, inside .git: never part of the dataset
+        assert (ds / ".git" / "nv-datalad" / "neurosynth-misses.json").is_file()
+
+        # within the back-off: not one request, and the result says when the next try is
+        emulator.reset_counters()
+        soon = ns.fetch_all(
+            session, decode_url(emulator), pairs, ds, now=start + timedelta(minutes=59)
+        )
+        assert emulator.counters["decode"] == 0
+        for result in soon:
+            if result.image_id in failing:
+                assert result.status == Status.IMPOSSIBLE and result.extra["asked"] is False
+                assert result.extra["next_try"] == (start + timedelta(hours=1)).isoformat()
+            else:
+                assert result.status == Status.NOTNEEDED
+
+        # after it: asked again, and the back-off doubles
+        later = start + timedelta(hours=1)
+        ns.fetch_all(session, decode_url(emulator), pairs, ds, now=later)
+        assert emulator.counters["decode"] >= len(failing)
+        state = json.loads((ds / misses.STATE_FILE).read_text())
+        assert {e["attempts"] for e in state.values()} == {2}
+        emulator.reset_counters()
+        ns.fetch_all(session, decode_url(emulator), pairs, ds, now=later + timedelta(hours=1))
+        assert emulator.counters["decode"] == 0
+
+        # retry_all (build --recheck) ignores the back-off
+        ns.fetch_all(session, decode_url(emulator), pairs, ds, now=later, retry_all=True)
+        assert emulator.counters["decode"] >= len(failing)
+
+
+def test_an_image_that_gets_its_words_is_forgotten(emulator, tmp_path):
+    ds = tmp_path / "ds"
+    dl.create(str(ds), result_renderer="disabled")
+    cid, iid = next((c, i) for c, i, o in sample(emulator) if o is DecodeOutcome.WORDS)
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    with requests.Session() as session:
+        emulator.set_faults(error_rate=1.0, paths="/api/decode/")
+        (down,) = ns.fetch_all(session, decode_url(emulator), [(cid, iid)], ds, now=start)
+        assert down.status == Status.IMPOSSIBLE
+        assert str(iid) in json.loads((ds / misses.STATE_FILE).read_text())
+        emulator.set_faults()
+        week = start + misses.MAX_BACKOFF
+        (back,) = ns.fetch_all(session, decode_url(emulator), [(cid, iid)], ds, now=week)
+    assert back.status == Status.OK and (ds / layout.words_file(cid, iid)).is_file()
+    assert json.loads((ds / misses.STATE_FILE).read_text()) == {}
+
+
+def test_back_off_doubles_up_to_a_week():
+    hours = [misses.backoff(n) / timedelta(hours=1) for n in range(1, 11)]
+    assert hours == [1, 2, 4, 8, 16, 32, 64, 128, 168, 168]
+
+
+def test_no_op_rebuild_with_failing_lookups_asks_nothing_and_commits_nothing(emulator, tmp_path):
+    """Issue 12 finding 3, as a user runs it: words on, Neurosynth failing for some images."""
+    public = {c for c, rec in emulator.collections.items() if not rec.get("private")}
+    by_outcome: dict[DecodeOutcome, int] = {}
+    for iid, record in sorted(emulator.images.items()):
+        if record["collection_id"] in public:
+            by_outcome.setdefault(decode(emulator.seed, iid, True).outcome, iid)
+    ids = sorted(by_outcome.values())
+    spec = write_spec(tmp_path, emulator.url, images={"ids": ids}, neurosynth={"words": True})
+    ds = tmp_path / "ds"
+    assert nv_cli("build", spec, "-d", ds) == 0
+    assert (ds / layout.WORD_FREQUENCIES).exists()
+    remembered = json.loads((ds / misses.STATE_FILE).read_text())
+    without_words = {str(i) for o, i in by_outcome.items() if o is not DecodeOutcome.WORDS}
+    assert set(remembered) == without_words
+    before, vocabulary = head(ds), (ds / layout.VOCABULARY).stat().st_ino
+    emulator.reset_counters()
+    assert nv_cli("build", spec, "-d", ds) == 0
+    assert emulator.counters["decode"] == 0
+    assert head(ds) == before
+    assert (ds / layout.VOCABULARY).stat().st_ino == vocabulary  # no vectorize-words run
+    assert git(ds, "status", "--porcelain") == ""
+
+
 def _words_tree(emu, root: Path) -> list[tuple[int, int, DecodeOutcome]]:
     items = sample(emu)
     with requests.Session() as session:
@@ -151,9 +257,7 @@ def test_vectorize_with_provenance_is_rerunnable(shared_emulator, tmp_path):
 
     result = ns.vectorize_with_provenance(ds, command_prefix=PREFIX)
     assert result.status == Status.OK, result.message
-    log = subprocess.run(
-        ["git", "log", "-1", "--format=%B"], cwd=ds, check=True, capture_output=True, text=True
-    ).stdout
+    log = git(ds, "log", "-1", "--format=%B")
     assert log.startswith("[DATALAD RUNCMD]")
     record = json.loads(log.split("=== Do not change lines below ===")[1].split("^^^")[0])
     assert "--images-tsv images.tsv --out-dir derivatives/neurosynth" in record["cmd"]
@@ -173,17 +277,26 @@ def test_vectorize_with_provenance_is_rerunnable(shared_emulator, tmp_path):
     with zipfile.ZipFile(ds / layout.WORD_FREQUENCIES) as npz:
         assert {info.date_time for info in npz.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     before = {p: (ds / p).read_bytes() for p in (layout.VOCABULARY, layout.WORD_FREQUENCIES)}
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ds, check=True, capture_output=True, text=True
-    ).stdout.strip()
+    commit = head(ds)
     dl.rerun(revision=commit, dataset=str(ds), result_renderer="disabled")
-    after_head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ds, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    assert after_head == commit
+    assert head(ds) == commit
     assert {p: (ds / p).read_bytes() for p in before} == before
+    untouched = (ds / layout.VOCABULARY).stat().st_ino  # a datalad run rewrites its outputs
     again = ns.vectorize_with_provenance(ds, command_prefix=PREFIX)
     assert again.status == Status.NOTNEEDED
+    assert head(ds) == commit and (ds / layout.VOCABULARY).stat().st_ino == untouched
+
+    # a changed word file is a new matrix, recorded by a new run
+    cid, iid = next((c, i) for c, i, _ in items if i in with_words)
+    words = ds / layout.words_file(cid, iid)
+    payload = json.loads(words.read_text())
+    payload["data"]["values"]["zz new term"] = 0.5
+    words.write_text(json.dumps(payload))
+    dl.save(dataset=str(ds), message="words changed", result_renderer="disabled")
+    changed = ns.vectorize_with_provenance(ds, command_prefix=PREFIX)
+    assert changed.status == Status.OK, changed.message
+    assert (ds / layout.VOCABULARY).read_text().splitlines()[-1] == "zz new term"
+    assert git(ds, "log", "-1", "--format=%s").startswith("[DATALAD RUNCMD]")
 
 
 def test_vectorize_command_rejects_a_table_it_cannot_read(tmp_path):

@@ -17,11 +17,14 @@ import datalad.api as dl
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import git, head
 from nilearn.datasets.neurovault import STD_AFFINE
 from nilearn.image import resample_img
 
 from nv_datalad.cli import main as cli_main
 from nv_datalad.dataset import layout
+from nv_datalad.derivatives import grid as gr
+from nv_datalad.derivatives import manifest as mf
 from nv_datalad.derivatives import resample as rs
 from nv_datalad.records import Status
 
@@ -65,13 +68,7 @@ def write_sources(root: Path, ids: list[tuple[int, int]], garbage: tuple[int, in
 
 
 def annex_keys(root: Path) -> dict[str, str]:
-    out = subprocess.run(
-        ["git", "annex", "find", "--format=${file}\t${key}\n"],
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    out = git(root, "annex", "find", "--format=${file}\t${key}\n")
     return dict(line.split("\t") for line in out.splitlines())
 
 
@@ -86,10 +83,15 @@ def make_dataset(root: Path, ids, garbage=None) -> list[tuple[int, int, str, str
     ]
 
 
-def head(root: Path) -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True, text=True
-    ).stdout.strip()
+def change_source(root: Path, item, seed: int) -> tuple[Path, str]:
+    """Give an image new content in a new commit; its path and its new key."""
+    source = root / item[2]
+    source.unlink()
+    synthetic_image(seed).to_filename(source)
+    dl.save(dataset=str(root), message=f"image {item[1]} changed", result_renderer="disabled")
+    new_key = annex_keys(root)[item[2]]
+    assert new_key != item[3]
+    return source, new_key
 
 
 def derivative_bytes(root: Path, items) -> dict[str, bytes]:
@@ -105,7 +107,7 @@ def run_cli(root: Path, rows, *options: str) -> int:
     """``nv-datalad resample`` as a user runs it from the dataset root (the CLI's ``main``,
     in this process: the datalad tests below run it as a separate command)."""
     manifest = root / "manifest.tsv"
-    manifest.write_text(rs.format_manifest(rows))
+    manifest.write_text(mf.format_manifest(rows))
     with chdir(root):
         return cli_main(["resample", "--manifest", "manifest.tsv", *options])
 
@@ -120,7 +122,7 @@ def test_output_is_what_fetch_neurovault_resampling_writes(tmp_path, interpolati
     assert (
         run_cli(
             tmp_path,
-            [rs.manifest_row(1, 5, str(layout.image_file(1, 5)), "KEY-x")],
+            [mf.manifest_row(1, 5, str(layout.image_file(1, 5)), "KEY-x")],
             "--interpolation",
             interpolation,
         )
@@ -143,8 +145,8 @@ def test_output_is_what_fetch_neurovault_resampling_writes(tmp_path, interpolati
 def test_voxel_size_keeps_nilearn_origin_and_explicit_grid_overrides(tmp_path):
     write_sources(tmp_path, [(1, 5), (1, 6)])
     src = tmp_path / layout.image_file(1, 5)
-    row5 = rs.manifest_row(1, 5, str(layout.image_file(1, 5)), "K5")
-    row6 = rs.manifest_row(1, 6, str(layout.image_file(1, 6)), "K6")
+    row5 = mf.manifest_row(1, 5, str(layout.image_file(1, 5)), "K5")
+    row6 = mf.manifest_row(1, 6, str(layout.image_file(1, 6)), "K6")
 
     assert run_cli(tmp_path, [row5], "--voxel-size", "4") == 0
     four = nib.load(tmp_path / row5.output)
@@ -185,13 +187,13 @@ def test_voxel_size_keeps_nilearn_origin_and_explicit_grid_overrides(tmp_path):
 
 
 def test_grid_options_are_validated():
-    assert rs.target_grid(Spec(voxel_size=2)).affine[0] == (2.0, 0.0, 0.0, -90.0)
+    assert gr.target_grid(Spec(voxel_size=2)).affine[0] == (2.0, 0.0, 0.0, -90.0)
     with pytest.raises(ValueError, match="interpolation"):
-        rs.target_grid(Spec(interpolation="cubic"))
+        gr.target_grid(Spec(interpolation="cubic"))
     with pytest.raises(ValueError, match="target_affine"):
-        rs.target_grid(Spec(target_shape=(10, 10, 10)))
+        gr.target_grid(Spec(target_shape=(10, 10, 10)))
     with pytest.raises(ValueError, match="voxel_size"):
-        rs.target_grid(Spec(voxel_size=0))
+        gr.target_grid(Spec(voxel_size=0))
 
 
 def test_recorded_command_round_trips_the_grid():
@@ -200,14 +202,14 @@ def test_recorded_command_round_trips_the_grid():
         Spec(voxel_size=2, interpolation="linear"),
         Spec(target_affine=np.diag([2.0, 2, 2, 1]).tolist(), target_shape=(5, 6, 7)),
     ):
-        grid = rs.target_grid(spec)
+        grid = gr.target_grid(spec)
         cmd = rs.command_args("m.tsv", grid, 3, prefix=["nv-datalad", "resample"])
         assert cmd[:2] == ["nv-datalad", "resample"]
         parser = __import__("argparse").ArgumentParser()
         rs.add_arguments(parser)
         args = parser.parse_args(cmd[2:])
         assert (
-            rs.make_grid(args.voxel_size, args.interpolation, args.target_affine, args.target_shape)
+            gr.make_grid(args.voxel_size, args.interpolation, args.target_affine, args.target_shape)
             == grid
         )
         assert args.jobs == 3
@@ -217,28 +219,28 @@ def test_recorded_command_round_trips_the_grid():
 
 
 def test_manifest_rows_only_point_inside_the_layout():
-    row = rs.manifest_row(3, 7, "neurovault/collection_3/image_7.nii", "MD5E-s1--abc.nii")
+    row = mf.manifest_row(3, 7, "neurovault/collection_3/image_7.nii", "MD5E-s1--abc.nii")
     assert row.output == "neurovault/collection_3/image_7_resampled.nii.gz"
-    assert rs.parse_manifest(rs.format_manifest([row])) == [row]
+    assert mf.parse_manifest(mf.format_manifest([row])) == [row]
     for bad in (
         "../../etc/passwd",
         "neurovault/collection_3/image_8.nii.gz",
         "/neurovault/collection_3/image_7.nii.gz",
     ):
         with pytest.raises(ValueError):
-            rs.manifest_row(3, 7, bad, "K")
+            mf.manifest_row(3, 7, bad, "K")
     with pytest.raises(ValueError, match="key"):
-        rs.manifest_row(3, 7, "neurovault/collection_3/image_7.nii", "bad\tkey")
-    tampered = rs.ManifestRow(row.source, row.key, "../outside.nii.gz", row.sidecar)
+        mf.manifest_row(3, 7, "neurovault/collection_3/image_7.nii", "bad\tkey")
+    tampered = mf.ManifestRow(row.source, row.key, "../outside.nii.gz", row.sidecar)
     with pytest.raises(ValueError, match="expected"):
-        rs.validate_row(tampered)
+        mf.validate_row(tampered)
 
 
 def test_command_exit_status(tmp_path):
     write_sources(tmp_path, [(1, 5)], garbage=(1, 9))
-    good = rs.manifest_row(1, 5, str(layout.image_file(1, 5)), "K5")
-    bad = rs.manifest_row(1, 9, str(layout.image_file(1, 9)), "K9")
-    missing = rs.manifest_row(1, 4, str(layout.image_file(1, 4)), "K4")
+    good = mf.manifest_row(1, 5, str(layout.image_file(1, 5)), "K5")
+    bad = mf.manifest_row(1, 9, str(layout.image_file(1, 9)), "K9")
+    missing = mf.manifest_row(1, 4, str(layout.image_file(1, 4)), "K4")
     # everything failed: nothing could be done
     assert run_cli(tmp_path, [bad, missing]) == 1
     assert not (tmp_path / bad.output).exists()
@@ -255,7 +257,7 @@ def test_command_exit_status(tmp_path):
 
 def test_two_runs_give_identical_bytes(tmp_path):
     items = [(1, 5), (2, 8)]
-    rows = [rs.manifest_row(c, i, str(layout.image_file(c, i)), f"K{i}") for c, i in items]
+    rows = [mf.manifest_row(c, i, str(layout.image_file(c, i)), f"K{i}") for c, i in items]
     outputs = []
     for name in ("a", "b"):
         root = tmp_path / name
@@ -286,18 +288,14 @@ def test_run_record_and_rerun_reproduces(tmp_path):
         (21, Status.ERROR),
     ]
     assert "gzip" in results[3].message  # the reason the command gave, not a generic one
-    log = subprocess.run(
-        ["git", "log", "-1", "--format=%B"], cwd=ds, check=True, capture_output=True, text=True
-    ).stdout
+    log = git(ds, "log", "-1", "--format=%B")
     assert log.startswith("[DATALAD RUNCMD]")
     record = json.loads(log.split("=== Do not change lines below ===")[1].split("^^^")[0])
     assert "nv_datalad.cli resample --manifest .nv-datalad/" in record["cmd"]
     manifest = record["cmd"].split("--manifest ")[1].split()[0]
     assert manifest in record["inputs"] and str(layout.image_file(1, 10)) in record["inputs"]
     assert str(layout.resampled_sidecar(2, 20)) in record["outputs"]
-    tracked = subprocess.run(
-        ["git", "ls-files", manifest], cwd=ds, capture_output=True, text=True, check=True
-    ).stdout
+    tracked = git(ds, "ls-files", manifest)
     assert tracked.strip() == manifest
     sidecar = json.loads((ds / layout.resampled_sidecar(1, 11)).read_text())
     assert sidecar["source_key"] == items[1][3]
@@ -311,12 +309,7 @@ def test_run_record_and_rerun_reproduces(tmp_path):
     dl.rerun(revision=commit, dataset=str(ds), result_renderer="disabled")
     assert head(ds) == commit  # identical outputs: no new commit
     assert derivative_bytes(ds, items) == before
-    assert (
-        subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ds, capture_output=True, text=True, check=True
-        ).stdout
-        == ""
-    )
+    assert git(ds, "status", "--porcelain") == ""
 
     # asking again for the same work does nothing
     again = rs.resample_with_provenance(ds, items[:3], Spec(), command_prefix=PREFIX)
@@ -324,12 +317,7 @@ def test_run_record_and_rerun_reproduces(tmp_path):
     assert head(ds) == commit
 
     # a source that changed (new key) gets a new derivative; the others are left alone
-    source = ds / layout.image_file(1, 10)
-    source.unlink()
-    synthetic_image(999).to_filename(source)
-    dl.save(dataset=str(ds), message="image 10 changed", result_renderer="disabled")
-    new_key = annex_keys(ds)[items[0][2]]
-    assert new_key != items[0][3]
+    source, new_key = change_source(ds, items[0], seed=999)
     updated = [(1, 10, items[0][2], new_key), *items[1:3]]
     results = rs.resample_with_provenance(ds, updated, Spec(), command_prefix=PREFIX)
     assert [r.status for r in results] == [Status.OK, Status.NOTNEEDED, Status.NOTNEEDED]
@@ -339,6 +327,37 @@ def test_run_record_and_rerun_reproduces(tmp_path):
     got = nib.load(ds / layout.resampled_file(1, 10))
     np.testing.assert_allclose(got.get_fdata(), oracle.get_fdata())
     assert (ds / manifest).is_file()  # the first run's manifest stays, for its rerun
+
+
+def test_rerun_of_an_old_record_names_the_key_it_really_read(tmp_path):
+    """Issue 12 finding 7: rerunning an old resampling commit after the source changed
+    resamples the present content, and the sidecar names that content's key, not the
+    manifest's."""
+    ds = tmp_path / "ds"
+    items = make_dataset(ds, [(3, 30), (3, 31)])
+    results = rs.resample_with_provenance(ds, items, Spec(), command_prefix=PREFIX)
+    assert {r.status for r in results} == {Status.OK}
+    old_run = head(ds)
+    source, new_key = change_source(ds, items[0], seed=777)
+
+    dl.rerun(revision=old_run, dataset=str(ds), result_renderer="disabled")
+    assert head(ds) != old_run  # the derivative of the new content was recorded
+    sidecar = json.loads((ds / layout.resampled_sidecar(3, 30)).read_text())
+    assert sidecar["source_key"] == new_key
+    oracle = resample_img(img=str(source), target_affine=STD_AFFINE)
+    got = nib.load(ds / layout.resampled_file(3, 30))
+    np.testing.assert_allclose(got.get_fdata(), oracle.get_fdata())
+    unchanged = json.loads((ds / layout.resampled_sidecar(3, 31)).read_text())
+    assert unchanged["source_key"] == items[1][3]
+
+    # the build agrees the derivative is current, and a second rerun changes nothing
+    current = [(3, 30, items[0][2], new_key), items[1]]
+    again = rs.resample_with_provenance(ds, current, Spec(), command_prefix=PREFIX)
+    assert {r.status for r in again} == {Status.NOTNEEDED}
+    settled = head(ds)
+    dl.rerun(revision=old_run, dataset=str(ds), result_renderer="disabled")
+    assert head(ds) == settled
+    assert json.loads((ds / layout.resampled_sidecar(3, 30)).read_text()) == sidecar
 
 
 def test_sources_without_local_content_are_fetched(tmp_path):
@@ -370,9 +389,7 @@ def test_many_images_keep_the_command_short(tmp_path):
         ds, items, Spec(interpolation="nearest"), jobs=2, command_prefix=PREFIX
     )
     assert all(r.status == Status.OK for r in results) and len(results) == 120
-    log = subprocess.run(
-        ["git", "log", "-1", "--format=%B"], cwd=ds, check=True, capture_output=True, text=True
-    ).stdout
+    log = git(ds, "log", "-1", "--format=%B")
     assert log.startswith("[DATALAD RUNCMD]")
     assert len(log) < 2000  # the record went to .datalad/runinfo, the command is one line
     record_id = log.split("=== Do not change lines below ===")[1].split("^^^")[0].strip()
@@ -413,7 +430,7 @@ def test_same_as_fetch_neurovault_resample(
         source = layout.image_file(cid, iid, layout.extension_for_bytes(data[:2]))
         (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / source).write_bytes(data)
-        rows.append(rs.manifest_row(cid, iid, str(source), f"K{iid}"))
+        rows.append(mf.manifest_row(cid, iid, str(source), f"K{iid}"))
     assert run_cli(tmp_path, rows, "--interpolation", interpolation, "-J", "2") == 0
 
     for row, theirs_path in zip(rows, fetched.images, strict=True):

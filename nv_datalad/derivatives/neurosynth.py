@@ -2,13 +2,21 @@
 
 The decoder (``GET <url>?neurovault=<image id>``) is often down: it answers HTML pages, 5xx or
 empty ``values``. All of those mean "no words" for that image: reported as a result, never an
-exception, never a failed build, and retried by the next build because no file was written.
+exception, never a failed build. A failed lookup costs little and is not repeated at once:
+
+- each request gets at most one immediate retry (connection errors and 5xx only, no back-off,
+  no ``Retry-After`` wait) and a 5 s connect / 10 s read timeout, on a session of its own: the
+  API session's patient retries (5, with back-off) would cost ~15 s per failing image;
+- failed images are remembered per image with a back-off (:mod:`~.misses`: 1 h doubling per
+  attempt, capped at 7 days), so a rebuild asks only for images whose back-off has expired;
+  ``retry_all`` asks for all of them.
 
 Vectorising follows ``nilearn.datasets.neurovault.neurosynth_words_vectorized``: each file's
 ``data.values`` mapping goes through scikit-learn's ``DictVectorizer`` (sorted vocabulary), and an
 image without a readable word file gets an all-zero row. The step is recorded with
 ``datalad run`` (``nv-datalad vectorize-words``) so it can be rerun; its outputs are
-byte-for-byte deterministic.
+byte-for-byte deterministic, which also lets a rebuild skip the run (and its commit) when the
+committed outputs already are what the word files give.
 """
 
 from __future__ import annotations
@@ -21,11 +29,14 @@ import logging
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nv_datalad.dataset import layout
-from nv_datalad.dataset.repo import write_atomic
+from nv_datalad.dataset import layout, revision
+from nv_datalad.dataset.files import write_atomic
+from nv_datalad.derivatives.misses import MissLog
+from nv_datalad.derivatives.runrecord import datalad_run, outputs_committed
 from nv_datalad.records import Result, Status
 
 lgr = logging.getLogger(__name__)
@@ -34,8 +45,8 @@ FETCH_ACTION = "neurosynth-words"
 VECTORIZE_ACTION = "vectorize-words"
 NO_WORDS = "no words"
 DEFAULT_COMMAND = ("nv-datalad", "vectorize-words")
-#: Beyond this many recorded paths the run record goes to ``.datalad/runinfo``.
-RECORD_INLINE_LIMIT = 200
+#: (connect, read) seconds per lookup: a decoder that does not answer is a miss, soon.
+TIMEOUT = (5.0, 10.0)
 #: Fixed zip member timestamp: ``numpy.savez`` stamps the current time, which would make every
 #: rerun produce different bytes.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -53,7 +64,7 @@ def words_values(payload: Any) -> dict | None:
     return values if isinstance(values, dict) and values else None
 
 
-def fetch_words(session, url: str, image_id: int, timeout: float = 10.0) -> dict | None:
+def fetch_words(session, url: str, image_id: int, timeout: Any = TIMEOUT) -> dict | None:
     """The decoder's JSON for one image, or None when it has no usable words.
 
     Never raises for network trouble: HTML, 5xx, timeouts, bad JSON and empty values are all
@@ -91,23 +102,67 @@ def write_words(dataset: Path, collection_id: int, image_id: int, payload: dict)
     return str(rel)
 
 
-def _fetch_one(
-    session, url: str, dataset: Path, collection_id: int, image_id: int, timeout: float
-) -> Result:
+def lookup_session(template=None, pool: int = 8):
+    """A session for decoder lookups: ``template``'s identity (headers, proxies, TLS settings)
+    with a lean retry policy of its own, so a failing image costs one quick retry at most."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    if template is not None:
+        session.headers.update(template.headers)
+        session.proxies.update(template.proxies)
+        session.verify, session.cert = template.verify, template.cert
+        session.trust_env = template.trust_env
+    retry = Retry(
+        total=1,
+        connect=1,
+        read=0,  # a decoder that timed out once will not answer the second time either
+        status=1,
+        backoff_factor=0,
+        status_forcelist=(500, 502, 503, 504),
+        allowed_methods=frozenset({"GET"}),
+        respect_retry_after_header=False,
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool, pool_maxsize=pool)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _common(collection_id: int, image_id: int) -> dict:
     rel = str(layout.words_file(collection_id, image_id))
-    common = {"image_id": int(image_id), "collection_id": int(collection_id), "path": rel}
-    if (Path(dataset) / rel).is_file():
-        return Result(FETCH_ACTION, Status.NOTNEEDED, message="words already present", **common)
+    return {"image_id": int(image_id), "collection_id": int(collection_id), "path": rel}
+
+
+def _no_words(collection_id: int, image_id: int, **extra: Any) -> Result:
+    return Result(
+        FETCH_ACTION,
+        Status.IMPOSSIBLE,
+        message=NO_WORDS,
+        extra={"reason": NO_WORDS, **extra},
+        **_common(collection_id, image_id),
+    )
+
+
+def _fetch_one(
+    session, url: str, dataset: Path, collection_id: int, image_id: int, timeout: Any
+) -> Result:
     payload = fetch_words(session, url, image_id, timeout=timeout)
     if payload is None:
-        return Result(
-            FETCH_ACTION, Status.IMPOSSIBLE, message=NO_WORDS, extra={"reason": NO_WORDS}, **common
-        )
+        return _no_words(collection_id, image_id)
     try:
         write_words(dataset, collection_id, image_id, payload)
     except OSError as exc:
-        return Result(FETCH_ACTION, Status.ERROR, message=f"cannot write words: {exc}", **common)
-    return Result(FETCH_ACTION, Status.OK, **common)
+        return Result(
+            FETCH_ACTION,
+            Status.ERROR,
+            message=f"cannot write words: {exc}",
+            **_common(collection_id, image_id),
+        )
+    return Result(FETCH_ACTION, Status.OK, **_common(collection_id, image_id))
 
 
 def fetch_all(
@@ -116,21 +171,51 @@ def fetch_all(
     items: Sequence[tuple[int, int]],
     dataset: Path,
     jobs: int = 4,
-    timeout: float = 10.0,
+    timeout: Any = TIMEOUT,
+    *,
+    retry_all: bool = False,
+    now: datetime | None = None,
 ) -> list[Result]:
     """Fetch words for (collection id, image id) pairs in parallel; one Result per pair, in order.
 
     Images whose word file exists are ``notneeded``; images without words are ``impossible``
-    with message ``"no words"`` (no file written, so the next build tries again).
+    with message ``"no words"`` (no file written) and ``extra["next_try"]``, the time after
+    which a build asks again; ``extra["asked"]`` is False for those not asked this time because
+    their back-off had not expired. ``session`` lends its headers and proxies to the lookups,
+    not its retry policy. ``now`` (timezone-aware) stands for the current time.
     """
     if not items:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items)))) as pool:
-        futures = [
-            pool.submit(_fetch_one, session, url, Path(dataset), int(cid), int(iid), timeout)
-            for cid, iid in items
-        ]
-        return [f.result() for f in futures]
+    root = Path(dataset)
+    moment = now or datetime.now(UTC)
+    misses = MissLog.load(root)
+    results: dict[int, Result] = {}
+    asked: list[tuple[int, int, int]] = []
+    for index, (cid, iid) in enumerate(items):
+        if (root / layout.words_file(cid, iid)).is_file():
+            results[index] = Result(
+                FETCH_ACTION, Status.NOTNEEDED, message="words already present", **_common(cid, iid)
+            )
+        elif retry_all or misses.due(iid, moment):
+            asked.append((index, int(cid), int(iid)))
+        else:
+            results[index] = _no_words(cid, iid, next_try=misses.next_try(iid), asked=False)
+    if asked:
+        workers = max(1, min(jobs, len(asked)))
+        with lookup_session(session, workers) as lean, ThreadPoolExecutor(workers) as pool:
+            futures = [
+                pool.submit(_fetch_one, lean, url, root, cid, iid, timeout) for _, cid, iid in asked
+            ]
+            fetched = [f.result() for f in futures]
+        failed = [r.image_id for r in fetched if r.status == Status.IMPOSSIBLE]
+        done = [r.image_id for r in [*fetched, *results.values()] if not r.failed]
+        misses.record(failed=failed, succeeded=done, now=moment)
+        misses.save()
+        for (index, cid, iid), result in zip(asked, fetched, strict=True):
+            if result.status == Status.IMPOSSIBLE:
+                result = _no_words(cid, iid, next_try=misses.next_try(iid), asked=True)
+            results[index] = result
+    return [results[i] for i in range(len(items))]
 
 
 # --------------------------------------------------------------------------- vectorising
@@ -232,6 +317,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _outputs(files: Sequence[Path | None]) -> dict[str, bytes]:
+    """The bytes of both outputs for these word files, by dataset-relative path."""
+    frequencies, vocabulary = vectorize(files)
+    return {
+        layout.VOCABULARY: vocabulary_text(vocabulary).encode("utf-8"),
+        layout.WORD_FREQUENCIES: npz_bytes(frequencies),
+    }
+
+
 def main_from_args(args: argparse.Namespace) -> int:
     """Write vocabulary.txt and word_frequencies.npz. 0: written; 2: unreadable table."""
     try:
@@ -239,16 +333,14 @@ def main_from_args(args: argparse.Namespace) -> int:
     except (OSError, ValueError, csv.Error) as exc:
         lgr.error("vectorize-words: %s", exc)
         return 2
-    frequencies, vocabulary = vectorize(files)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / Path(layout.VOCABULARY).name, vocabulary_text(vocabulary).encode("utf-8"))
-    write_atomic(out / Path(layout.WORD_FREQUENCIES).name, npz_bytes(frequencies))
-    lgr.info(
-        "vectorize-words: %d images, vocabulary of %d terms", frequencies.shape[0], len(vocabulary)
-    )
+    outputs = _outputs(files)
+    for rel, data in outputs.items():
+        write_atomic(out / Path(rel).name, data)
+    terms = outputs[layout.VOCABULARY].count(b"\n")
+    lgr.info("vectorize-words: %d images, vocabulary of %d terms", len(files), terms)
     return 0
-
 
 
 def vectorize_with_provenance(
@@ -256,22 +348,22 @@ def vectorize_with_provenance(
 ) -> Result:
     """Run the vectorising step under ``datalad run`` (inputs: images.tsv and the word files).
 
-    ``ok`` when a commit recorded new outputs, ``notneeded`` when they were already identical.
+    ``ok`` when a commit recorded new outputs; ``notneeded``, without any run, when HEAD's
+    outputs already are what the word files give (a no-op rebuild stays a no-op).
     """
-    import datalad.api as dl
-    from datalad.utils import chpwd
-
     root = Path(dataset).absolute()
     table = root / layout.IMAGES_TSV
     try:
         files = words_files_from_table(table, root)
     except (OSError, ValueError, csv.Error) as exc:
         return Result(VECTORIZE_ACTION, Status.IMPOSSIBLE, message=f"cannot read table: {exc}")
+    extra = {"images": len(files), "vocabulary": layout.VOCABULARY}
+    if outputs_committed(root, _outputs(files)):
+        return Result(VECTORIZE_ACTION, Status.NOTNEEDED, path=layout.WORD_FREQUENCIES, extra=extra)
     inputs = [
         layout.IMAGES_TSV,
         *sorted({str(f.relative_to(root)) for f in files if f is not None and f.is_file()}),
     ]
-    outputs = [layout.VOCABULARY, layout.WORD_FREQUENCIES]
     (root / layout.NEUROSYNTH_DIR).mkdir(parents=True, exist_ok=True)
     cmd = [
         *(command_prefix or DEFAULT_COMMAND),
@@ -280,29 +372,23 @@ def vectorize_with_provenance(
         "--out-dir",
         layout.NEUROSYNTH_DIR,
     ]
-    head = dl.Dataset(str(root)).repo.get_hexsha()
-    with chpwd(str(root)):
-        results = dl.run(
-            cmd=cmd,
-            dataset=str(root),
-            inputs=inputs,
-            outputs=outputs,
-            message=f"Vectorize Neurosynth words of {len(files)} images",
-            explicit=True,
-            sidecar=True if len(inputs) > RECORD_INLINE_LIMIT else None,
-            jobs=jobs,
-            result_renderer="disabled",
-            on_failure="ignore",
-            return_type="list",
+    head = revision.resolve(root, "HEAD")
+    run = datalad_run(
+        root,
+        cmd,
+        inputs,
+        [layout.VOCABULARY, layout.WORD_FREQUENCIES],
+        f"Vectorize Neurosynth words of {len(files)} images",
+        jobs=jobs,
+    )
+    if run.problems:
+        return Result(
+            VECTORIZE_ACTION, Status.ERROR, path=layout.WORD_FREQUENCIES, message=run.message()
         )
-    failed = [r for r in results if r.get("status") not in ("ok", "notneeded")]
-    if failed:
-        detail = "; ".join(f"{r.get('action')}: {r.get('message')}" for r in failed)
-        return Result(VECTORIZE_ACTION, Status.ERROR, path=layout.WORD_FREQUENCIES, message=detail)
-    changed = dl.Dataset(str(root)).repo.get_hexsha() != head
+    changed = revision.resolve(root, "HEAD") != head
     return Result(
         VECTORIZE_ACTION,
         Status.OK if changed else Status.NOTNEEDED,
         path=layout.WORD_FREQUENCIES,
-        extra={"images": len(files), "vocabulary": layout.VOCABULARY},
+        extra=extra,
     )

@@ -1,90 +1,60 @@
 """Resampled derivatives, made by ``datalad run`` so anyone can re-create them.
 
-The grid defaults to what ``nilearn.datasets.fetch_neurovault(resample=True)`` produces: a
-diagonal 3 mm affine with origin (-90, -126, -72) and no target shape, computed with
-``nilearn.image.resample_img`` called exactly as nilearn calls it (library defaults for
-``force_resample`` and ``copy_header``). Outputs are written byte-for-byte deterministically
-(gzip mtime 0, no file name in the gzip header, the header nibabel derives from the source),
-so ``datalad rerun`` of a resampling commit reproduces identical files and makes no commit.
+``resample_img`` is called exactly as ``nilearn.datasets.fetch_neurovault(resample=True)``
+calls it (library defaults for ``force_resample`` and ``copy_header``), on the grid of
+:mod:`~nv_datalad.derivatives.grid`. Outputs are written byte-for-byte deterministically (gzip
+mtime 0, no file name in the gzip header, the header nibabel derives from the source), so
+``datalad rerun`` of a resampling commit reproduces identical files and makes no commit.
 
-The work list is a committed manifest (TSV: source, key, output, sidecar) whose file name
-carries a hash of its content: the recorded command stays short however many images there are,
-and rerunning an old commit reads the manifest of that commit, never a later one.
+The command ``nv-datalad resample --manifest PATH`` (the manifest:
+:mod:`~nv_datalad.derivatives.manifest`) writes every derivative it can, reports the images it
+could not resample, and exits non-zero only when nothing at all could be done.
 
-The command ``nv-datalad resample --manifest PATH`` writes every derivative it can, reports the
-images it could not resample, and exits non-zero only when nothing at all could be done.
+Which content was resampled: the command looks up, in one batch, the git-annex key of every
+source as it is when the command runs, and each sidecar records that key. ``datalad rerun`` of
+an old resampling commit therefore resamples the source content of the current tree (that is
+what a rerun re-executes), and when that content changed since the manifest was written the
+sidecar names the key really read, never the manifest's stale one (a warning says so).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
-from nv_datalad.dataset import layout
-from nv_datalad.dataset.repo import write_atomic
+from nv_datalad.dataset.annex import Annex
+from nv_datalad.dataset.files import write_atomic
+from nv_datalad.derivatives.grid import ResampleOptions, TargetGrid, make_grid, target_grid
+from nv_datalad.derivatives.manifest import (
+    ManifestRow,
+    format_manifest,
+    manifest_relpath,
+    manifest_row,
+    parse_manifest,
+    validate_row,
+)
+from nv_datalad.derivatives.runrecord import datalad_run, render, write_report
+from nv_datalad.options import DEFAULT_INTERPOLATION, DEFAULT_VOXEL_SIZE, INTERPOLATIONS
 from nv_datalad.records import Result, Status
 
 lgr = logging.getLogger(__name__)
 
 ACTION = "resample"
-INTERPOLATIONS = ("continuous", "linear", "nearest")
-#: nilearn's ``STD_AFFINE`` origin (``fetch_neurovault(resample=True)``).
-NILEARN_ORIGIN = (-90.0, -126.0, -72.0)
-DEFAULT_VOXEL_SIZE = 3.0
-MANIFEST_COLUMNS = ("source", "key", "output", "sidecar")
 DEFAULT_COMMAND = ("nv-datalad", "resample")
-#: Beyond this many recorded paths the run record goes to ``.datalad/runinfo`` instead of the
-#: commit message, so ``git log`` stays readable for builds of thousands of images.
-RECORD_INLINE_LIMIT = 200
 #: Side channel (not part of the recorded command) through which the command tells
 #: :func:`resample_with_provenance` why images failed.
 REPORT_ENV = "NV_DATALAD_RESAMPLE_REPORT"
 GZIP_LEVEL = 6
 
-
-class ResampleOptions(Protocol):
-    """What :func:`target_grid` reads; ``nv_datalad.spec.ResampleSpec`` has these attributes."""
-
-    voxel_size: float
-    interpolation: str
-    target_affine: Any
-    target_shape: Any
-
-
-@dataclass(frozen=True)
-class TargetGrid:
-    """Where and how to resample: the arguments given to ``nilearn.image.resample_img``."""
-
-    affine: tuple[tuple[float, ...], ...]
-    shape: tuple[int, ...] | None
-    interpolation: str
-
-    def as_record(self) -> dict:
-        return {
-            "target_affine": [list(row) for row in self.affine],
-            "target_shape": list(self.shape) if self.shape is not None else None,
-            "interpolation": self.interpolation,
-        }
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    """One image to resample; all paths relative to the dataset root (POSIX)."""
-
-    source: str
-    key: str
-    output: str
-    sidecar: str
+#: (collection id, image id, source path, source key or "" when the caller does not know it)
+Item = tuple[int, int, str, str]
 
 
 @dataclass(frozen=True)
@@ -94,146 +64,6 @@ class Outcome:
     output: str
     ok: bool
     message: str = ""
-
-
-# --------------------------------------------------------------------------- target grid
-
-
-def nilearn_affine(voxel_size: float = DEFAULT_VOXEL_SIZE) -> tuple[tuple[float, ...], ...]:
-    """nilearn's ``STD_AFFINE`` with the diagonal scaled to ``voxel_size`` (origin kept)."""
-    v = float(voxel_size)
-    if not v > 0:
-        raise ValueError(f"voxel_size must be a positive number, got {voxel_size!r}")
-    x, y, z = NILEARN_ORIGIN
-    return ((v, 0.0, 0.0, x), (0.0, v, 0.0, y), (0.0, 0.0, v, z), (0.0, 0.0, 0.0, 1.0))
-
-
-def _as_affine(value: Any) -> tuple[tuple[float, ...], ...]:
-    rows = tuple(tuple(float(c) for c in row) for row in value)
-    if len(rows) not in (3, 4) or any(len(r) != len(rows) for r in rows):
-        raise ValueError(f"target_affine must be a 3x3 or 4x4 matrix, got {value!r}")
-    return rows
-
-
-def _as_shape(value: Any) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in value)
-    if len(shape) != 3 or any(s <= 0 for s in shape):
-        raise ValueError(f"target_shape must be three positive integers, got {value!r}")
-    return shape
-
-
-def make_grid(
-    voxel_size: float = DEFAULT_VOXEL_SIZE,
-    interpolation: str = "continuous",
-    target_affine: Any = None,
-    target_shape: Any = None,
-) -> TargetGrid:
-    """Validate options into a grid; an explicit affine (+ shape) overrides ``voxel_size``."""
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(
-            f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}"
-        )
-    if target_affine is None:
-        if target_shape is not None:
-            raise ValueError("target_shape needs target_affine (nilearn refuses a shape alone)")
-        return TargetGrid(nilearn_affine(voxel_size), None, interpolation)
-    affine = _as_affine(target_affine)
-    shape = _as_shape(target_shape) if target_shape is not None else None
-    if shape is not None and len(affine) == 3:
-        raise ValueError("target_shape needs a 4x4 target_affine")
-    return TargetGrid(affine, shape, interpolation)
-
-
-def target_grid(options: ResampleOptions | None) -> TargetGrid:
-    """The grid for a spec's ``resample`` section (any object with its four attributes)."""
-    if options is None:
-        return make_grid()
-    return make_grid(
-        voxel_size=getattr(options, "voxel_size", DEFAULT_VOXEL_SIZE),
-        interpolation=getattr(options, "interpolation", "continuous"),
-        target_affine=getattr(options, "target_affine", None),
-        target_shape=getattr(options, "target_shape", None),
-    )
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-def _check_key(key: str) -> str:
-    if not key or any(ch in key for ch in "\t\r\n\0") or "/" in key:
-        raise ValueError(f"not a git-annex key: {key!r}")
-    return key
-
-
-def manifest_row(collection_id: int, image_id: int, source: str, key: str) -> ManifestRow:
-    """A row whose paths all come from ids, so the manifest can never point outside the tree.
-
-    ``source`` must be the image's layout path (``.nii.gz`` or ``.nii``).
-    """
-    allowed = {
-        str(layout.image_file(collection_id, image_id, ext)) for ext in layout.NIFTI_EXTENSIONS
-    }
-    source = str(PurePosixPath(source))
-    if source not in allowed:
-        raise ValueError(
-            f"source {source!r} is not the layout path of image {image_id} "
-            f"in collection {collection_id}"
-        )
-    return ManifestRow(
-        source=source,
-        key=_check_key(key),
-        output=str(layout.resampled_file(collection_id, image_id)),
-        sidecar=str(layout.resampled_sidecar(collection_id, image_id)),
-    )
-
-
-def validate_row(row: ManifestRow) -> ManifestRow:
-    """Re-derive a row read from a (possibly hand-edited) manifest from its source path."""
-    src = PurePosixPath(row.source)
-    parsed = layout.parse_image_file(src.name)
-    cid = layout.parse_collection_dir(src.parent.name)
-    if parsed is None or cid is None or src.parent.parent != PurePosixPath(layout.NEUROVAULT_DIR):
-        raise ValueError(f"source {row.source!r} is not an image path of the dataset layout")
-    expected = manifest_row(cid, parsed[0], row.source, row.key)
-    if expected != row:
-        raise ValueError(
-            f"manifest row for {row.source!r} names outputs {row.output!r}, {row.sidecar!r}; "
-            f"expected {expected.output!r}, {expected.sidecar!r}"
-        )
-    return row
-
-
-def format_manifest(rows: Sequence[ManifestRow]) -> str:
-    """TSV text, rows sorted by source path so the same work gives the same bytes."""
-    lines = ["\t".join(MANIFEST_COLUMNS)]
-    for row in sorted(rows, key=lambda r: r.source):
-        lines.append("\t".join((row.source, row.key, row.output, row.sidecar)))
-    return "\n".join(lines) + "\n"
-
-
-def parse_manifest(text: str) -> list[ManifestRow]:
-    """Rows of a manifest; raises ``ValueError`` naming the bad line."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines or tuple(lines[0].split("\t")) != MANIFEST_COLUMNS:
-        raise ValueError(f"manifest header must be {' '.join(MANIFEST_COLUMNS)} (tab-separated)")
-    rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != len(MANIFEST_COLUMNS):
-            raise ValueError(f"manifest line {number}: expected 4 tab-separated fields")
-        rows.append(ManifestRow(*fields))
-    return rows
-
-
-def manifest_relpath(text: str) -> str:
-    """Content-addressed manifest name next to ``layout.RESAMPLE_MANIFEST``.
-
-    A fixed name would be overwritten by the next build, and ``datalad rerun`` of an older
-    resampling commit would then recompute the newer build's images instead of its own.
-    """
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-    base = PurePosixPath(layout.RESAMPLE_MANIFEST)
-    return str(base.with_name(f"{base.stem}-{digest}{base.suffix}"))
 
 
 # --------------------------------------------------------------------------- one image
@@ -301,7 +131,6 @@ def process_row(root: str, row: ManifestRow, grid: TargetGrid) -> Outcome:
             return Outcome(row.output, False, "source content not present (datalad get it)")
         img = resample_image(source, grid)
         data = nifti_gz_bytes(img)
-        (base / row.output).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(base / row.output, data)
         write_atomic(base / row.sidecar, sidecar_bytes(sidecar_record(row, grid, img)))
     except Exception as exc:  # any per-image failure is reported, never aborts the batch
@@ -321,6 +150,29 @@ def run_manifest(
         return list(pool.map(process_row, [str(root)] * len(rows), rows, [grid] * len(rows)))
 
 
+def with_present_keys(root: Path, rows: Sequence[ManifestRow]) -> list[ManifestRow]:
+    """Rows carrying the key of the source content as it is now (one git-annex batch).
+
+    A manifest's key says what the run was planned for; after the source changed, a rerun
+    reads the new content, and its sidecar must say so. Sources git-annex does not know (a
+    plain directory, a file in git) keep the manifest's key.
+    """
+    present = Annex(root).lookup_keys([row.source for row in rows])
+    out = []
+    for row in rows:
+        key = present.get(row.source, row.key)
+        if key != row.key:
+            lgr.warning(
+                "resample: %s is now %s, not %s as the manifest says; resampling the present "
+                "content and recording its key",
+                row.source,
+                key,
+                row.key,
+            )
+        out.append(replace(row, key=key))
+    return out
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -335,7 +187,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_VOXEL_SIZE,
         help="voxel size in mm of nilearn's grid (origin -90,-126,-72)",
     )
-    parser.add_argument("--interpolation", choices=INTERPOLATIONS, default="continuous")
+    parser.add_argument("--interpolation", choices=INTERPOLATIONS, default=DEFAULT_INTERPOLATION)
     parser.add_argument(
         "--target-affine",
         type=json.loads,
@@ -353,14 +205,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _write_report(outcomes: Sequence[Outcome]) -> None:
-    target = os.environ.get(REPORT_ENV)
-    if not target:
-        return
-    failures = {o.output: o.message for o in outcomes if not o.ok}
-    Path(target).write_text(json.dumps(failures, sort_keys=True))
-
-
 def main_from_args(args: argparse.Namespace) -> int:
     """Resample a manifest. 0: something was done (or nothing to do); 1: every image failed;
     2: unusable options or manifest."""
@@ -370,8 +214,9 @@ def main_from_args(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError) as exc:
         lgr.error("resample: %s", exc)
         return 2
-    outcomes = run_manifest(Path.cwd(), rows, grid, jobs=max(1, args.jobs))
-    _write_report(outcomes)
+    root = Path.cwd()
+    outcomes = run_manifest(root, with_present_keys(root, rows), grid, jobs=max(1, args.jobs))
+    write_report(REPORT_ENV, {o.output: o.message for o in outcomes if not o.ok})
     failed = [o for o in outcomes if not o.ok]
     for outcome in failed:
         lgr.error("resample: %s not made: %s", outcome.output, outcome.message)
@@ -379,14 +224,12 @@ def main_from_args(args: argparse.Namespace) -> int:
     return 1 if outcomes and len(failed) == len(outcomes) else 0
 
 
-
 def command_args(
     manifest: str, grid: TargetGrid, jobs: int, prefix: Sequence[str] = DEFAULT_COMMAND
 ) -> list[str]:
     """The command line recorded by ``datalad run``: short, whatever the number of images."""
     cmd = [*prefix, "--manifest", manifest, "--interpolation", grid.interpolation]
-    default_affine = nilearn_affine(grid.affine[0][0]) if len(grid.affine) == 4 else None
-    if grid.shape is None and grid.affine == default_affine:
+    if grid.is_nilearn_grid():
         cmd += ["--voxel-size", repr(grid.affine[0][0])]
     else:
         cmd += ["--target-affine", json.dumps([list(r) for r in grid.affine])]
@@ -417,35 +260,49 @@ def _up_to_date(dataset: Path, row: ManifestRow, grid: TargetGrid) -> bool:
     return all(record.get(k) == v for k, v in wanted.items())
 
 
-def _lookup_keys(dataset: Path, paths: Sequence[str]) -> dict[str, str]:
-    """Annex keys of files whose key the caller did not know (one batched git-annex call)."""
-    from nv_datalad.dataset.annex import Annex
-
-    return Annex(dataset).lookup_keys(paths)
-
-
 def _result(
-    item: tuple[int, int, str, str],
-    status: Status,
-    message: str = "",
-    path: str | None = None,
-    **extra: Any,
+    item: Item, status: Status, message: str = "", path: str | None = None, **extra: Any
 ) -> Result:
-    cid, iid = int(item[0]), int(item[1])
     return Result(
         ACTION,
         status,
-        image_id=iid,
-        collection_id=cid,
+        image_id=int(item[1]),
+        collection_id=int(item[0]),
         path=path,
         message=message,
         extra=dict(extra),
     )
 
 
+def _plan(
+    dataset: Path, items: Sequence[Item], grid: TargetGrid
+) -> tuple[dict[int, Result], list[tuple[int, ManifestRow]]]:
+    """Results for the items already done or unusable, and the rows still to resample.
+
+    Keys are those of the sources as they are now (the caller's key only for sources git-annex
+    does not know), the same lookup the command makes, so "up to date" means the same to both.
+    """
+    results: dict[int, Result] = {}
+    todo: list[tuple[int, ManifestRow]] = []
+    present = Annex(dataset).lookup_keys([str(it[2]) for it in items])
+    for index, item in enumerate(items):
+        try:
+            row = manifest_row(item[0], item[1], item[2], present.get(str(item[2]), item[3]))
+        except ValueError as exc:
+            results[index] = _result(item, Status.ERROR, str(exc))
+            continue
+        if _up_to_date(dataset, row, grid):
+            results[index] = _result(
+                item, Status.NOTNEEDED, "derivative up to date", row.output, sidecar=row.sidecar
+            )
+        else:
+            todo.append((index, row))
+    return results, todo
+
+
 def resample_with_provenance(
     dataset: Path,
-    items: Sequence[tuple[int, int, str, str]],
+    items: Sequence[Item],
     resample: ResampleOptions | None,
     jobs: int = 1,
     message: str | None = None,
@@ -458,34 +315,14 @@ def resample_with_provenance(
 
     dataset = Path(dataset).absolute()
     grid = target_grid(resample)
-    results: dict[int, Result] = {}
-    todo: list[tuple[int, ManifestRow]] = []
-    known = _lookup_keys(dataset, [str(it[2]) for it in items if not it[3]])
-    for index, item in enumerate(items):
-        try:
-            key = item[3] or known.get(str(item[2]), "")
-            row = manifest_row(item[0], item[1], item[2], key)
-        except ValueError as exc:
-            results[index] = _result(item, Status.ERROR, str(exc))
-            continue
-        if _up_to_date(dataset, row, grid):
-            results[index] = _result(
-                item,
-                Status.NOTNEEDED,
-                "derivative up to date",
-                path=row.output,
-                sidecar=row.sidecar,
-            )
-        else:
-            todo.append((index, row))
+    results, todo = _plan(dataset, items, grid)
     if not todo:
         return [results[i] for i in range(len(items))]
 
     rows = [row for _, row in todo]
     text = format_manifest(rows)
     manifest = manifest_relpath(text)
-    (dataset / manifest).parent.mkdir(parents=True, exist_ok=True)
-    (dataset / manifest).write_text(text, encoding="utf-8")
+    write_atomic(dataset / manifest, text.encode("utf-8"))
     saved = dl.save(
         dataset=str(dataset),
         path=[str(dataset / manifest)],
@@ -496,85 +333,24 @@ def resample_with_provenance(
     )
     unsaved = [r for r in saved if r.get("status") not in ("ok", "notneeded")]
     if unsaved:
-        why = f"cannot commit the manifest {manifest}: {_render(unsaved[0].get('message'))}"
+        why = f"cannot commit the manifest {manifest}: {render(unsaved[0].get('message'))}"
         for index, _row in todo:
             results[index] = _result(items[index], Status.ERROR, why)
         return [results[i] for i in range(len(items))]
 
-    inputs = [manifest, *(r.source for r in rows)]
-    outputs = [p for r in rows for p in (r.output, r.sidecar)]
-    cmd = command_args(manifest, grid, jobs, command_prefix or DEFAULT_COMMAND)
-    msg = message or f"Resample {len(rows)} images ({grid.interpolation})"
-    run_results, failures = _datalad_run(dataset, cmd, inputs, outputs, msg)
-    run_error = next(
-        (
-            r.get("message")
-            for r in run_results
-            if r.get("action") == "run" and r.get("status") != "ok"
-        ),
-        None,
+    run = datalad_run(
+        dataset,
+        command_args(manifest, grid, jobs, command_prefix or DEFAULT_COMMAND),
+        inputs=[manifest, *(r.source for r in rows)],
+        outputs=[p for r in rows for p in (r.output, r.sidecar)],
+        message=message or f"Resample {len(rows)} images ({grid.interpolation})",
+        report_env=REPORT_ENV,
     )
     for index, row in todo:
         item = items[index]
         if _up_to_date(dataset, row, grid):
             results[index] = _result(item, Status.OK, path=row.output, sidecar=row.sidecar)
         else:
-            why = failures.get(row.output) or _render(run_error) or "derivative not produced"
+            why = run.report.get(row.output) or run.message() or "derivative not produced"
             results[index] = _result(item, Status.ERROR, why, path=row.output)
     return [results[i] for i in range(len(items))]
-
-
-def _render(message: Any) -> str:
-    """DataLad messages may be ``(format, *args)`` tuples."""
-    if isinstance(message, tuple) and message:
-        try:
-            return str(message[0]) % tuple(message[1:])
-        except TypeError:
-            return " ".join(str(m) for m in message)
-    return str(message) if message else ""
-
-
-def _datalad_run(
-    dataset: Path, cmd: list[str], inputs: list[str], outputs: list[str], message: str
-) -> tuple[list[dict], dict[str, str]]:
-    """``datalad run`` from the dataset root; returns its results and the per-image failures
-    the command reported through :data:`REPORT_ENV` (a side channel outside the record)."""
-    import datalad.api as dl
-    from datalad.utils import chpwd
-
-    with tempfile.TemporaryDirectory(prefix="nv-datalad-resample-") as tmp:
-        report = Path(tmp) / "failures.json"
-        old = os.environ.get(REPORT_ENV)
-        os.environ[REPORT_ENV] = str(report)
-        try:
-            with chpwd(str(dataset)):
-                results = dl.run(
-                    cmd=cmd,
-                    dataset=str(dataset),
-                    inputs=inputs,
-                    outputs=outputs,
-                    message=message,
-                    explicit=True,
-                    sidecar=True if len(inputs) + len(outputs) > RECORD_INLINE_LIMIT else None,
-                    result_renderer="disabled",
-                    on_failure="ignore",
-                    return_type="list",
-                )
-        finally:
-            if old is None:
-                os.environ.pop(REPORT_ENV, None)
-            else:
-                os.environ[REPORT_ENV] = old
-        try:
-            failures = json.loads(report.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            failures = {}
-    for res in results:
-        if res.get("status") not in ("ok", "notneeded"):
-            lgr.info(
-                "datalad %s %s: %s",
-                res.get("action"),
-                res.get("status"),
-                _render(res.get("message")),
-            )
-    return results, failures
