@@ -256,8 +256,8 @@ def work_profile(spec: str, dataset: str, jobs: int, mode: str | None, out: str)
     """``builder.build`` under cProfile (wall clock), to see which stage the time goes to."""
     import cProfile
 
-    from nv_datalad.build.pipeline import build
-    from nv_datalad.dataset.annex import ensure_tools_on_path
+    from nv_datalad.dataset.runner import ensure_tools_on_path
+    from nv_datalad.pipeline import build
 
     ensure_tools_on_path()
     profiler = cProfile.Profile(time.perf_counter)
@@ -476,7 +476,7 @@ def make_dataset(path: Path, source: Path, env: dict[str, str]) -> None:
 def write_manifest(root: Path, rels: Sequence[str]) -> Path:
     """A manifest for the bare ``nv-datalad resample`` entry point (no git needed)."""
     from nv_datalad.dataset import layout
-    from nv_datalad.derivatives.resample import format_manifest, manifest_row
+    from nv_datalad.derivatives.manifest import format_manifest, manifest_row
 
     rows = []
     for rel in rels:

@@ -5,7 +5,8 @@ id, the version tag and the commit. It must also credit NeuroVault and every col
 maps were used (its DOI; the paper URL or the NeuroVault page when there is no DOI). All of it
 is read from git at that version (``versions``), so citing an old tag needs no checkout.
 
-:func:`cff_for` is shared with the builder, which writes ``CITATION.cff`` before the tag exists.
+The citation facts and the CFF document are :mod:`nv_datalad.citation`'s, shared with the
+release stage, which writes ``CITATION.cff`` before the tag exists.
 """
 
 from __future__ import annotations
@@ -14,64 +15,26 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
-import yaml
-
+from nv_datalad.citation import (
+    DEFAULT_AUTHOR,
+    NEUROVAULT_AUTHORS,
+    NEUROVAULT_DOI,
+    NEUROVAULT_JOURNAL,
+    NEUROVAULT_REFERENCE,
+    NEUROVAULT_TITLE,
+    CollectionCredit,
+    cff_for,
+    credits_for,
+    plural,
+    web_url,
+)
 from nv_datalad.dataset import layout
 from nv_datalad.dataset import revision as versions
-from nv_datalad.neurovault.client import normalise_nulls
+from nv_datalad.neurovault.records import parse_id
+from nv_datalad.options import CITE_FORMATS
 from nv_datalad.records import PROVENANCE_KEY
-
-FORMATS = ("text", "bibtex", "cff")
-
-NEUROVAULT_DOI = "10.3389/fninf.2015.00008"
-NEUROVAULT_TITLE = (
-    "NeuroVault.org: a web-based repository for collecting and sharing unthresholded "
-    "statistical maps of the human brain"
-)
-NEUROVAULT_JOURNAL = "Frontiers in Neuroinformatics"
-#: (family, given) names of the NeuroVault paper's authors, in order.
-NEUROVAULT_AUTHORS = (
-    ("Gorgolewski", "Krzysztof J."), ("Varoquaux", "Gael"), ("Rivera", "Gabriel"),
-    ("Schwarz", "Yannick"), ("Ghosh", "Satrajit S."), ("Maumet", "Camille"),
-    ("Sochat", "Vanessa V."), ("Nichols", "Thomas E."), ("Poldrack", "Russell A."),
-    ("Poline", "Jean-Baptiste"), ("Yarkoni", "Tal"), ("Margulies", "Daniel S."),
-)
-NEUROVAULT_REFERENCE = (
-    "Gorgolewski KJ, Varoquaux G, Rivera G, Schwarz Y, Ghosh SS, Maumet C, Sochat VV, "
-    "Nichols TE, Poldrack RA, Poline J-B, Yarkoni T, Margulies DS (2015). "
-    f"{NEUROVAULT_TITLE}. {NEUROVAULT_JOURNAL} 9:8. doi:{NEUROVAULT_DOI}"
-)
-DEFAULT_AUTHOR = "NeuroVault contributors"
-
-_DOI = re.compile(r"^10\.\d{4,9}(\.\d+)?/[A-Za-z0-9:/_;\-.()\[\]\\]+$")
-_DOI_PREFIX = re.compile(r"^(?:doi:\s*|https?://(?:dx\.)?doi\.org/)", re.IGNORECASE)
-_WEB = re.compile(r"^https?://\S+$")
-_DATE = re.compile(r"^\d{4}-(0[1-9]|1[012])-(0[1-9]|[12]\d|3[01])$")
-
-
-@dataclass(frozen=True)
-class CollectionCredit:
-    """One collection that contributes images to the cited version."""
-
-    collection_id: int
-    name: str
-    doi: str | None
-    paper_url: str | None
-    url: str | None  # the collection's NeuroVault page
-    authors: tuple[str, ...]
-    n_images: int
-
-    @property
-    def reference(self) -> str:
-        """What to cite for it: DOI, else paper URL, else the NeuroVault page."""
-        if self.doi:
-            return f"doi:{self.doi}"
-        if self.paper_url:
-            return self.paper_url
-        return f"NeuroVault collection {self.url or self.collection_id}"
 
 
 @dataclass(frozen=True)
@@ -99,65 +62,6 @@ class Citation:
         return self.version if self.exact else f"{self.version}+{self.commit[:12]}"
 
 
-def normalise_doi(value: object) -> str | None:
-    """``https://doi.org/10.1/x`` / ``doi:10.1/x`` / ``10.1/x`` -> ``10.1/x``; anything that is
-    not a DOI -> None (it would make CITATION.cff invalid)."""
-    if not isinstance(value, str):
-        return None
-    text = _DOI_PREFIX.sub("", value.strip())
-    return text if _DOI.match(text) else None
-
-
-def _web_url(value: object) -> str | None:
-    return value.strip() if isinstance(value, str) and _WEB.match(value.strip()) else None
-
-
-def split_authors(value: object) -> tuple[str, ...]:
-    """NeuroVault's ``authors`` is free text, usually ``"A. Name, B. Other"``."""
-    if not isinstance(value, str):
-        return ()
-    parts = re.split(r"\s*(?:;|,|\band\b)\s*", value.strip())
-    return tuple(p for p in (s.strip() for s in parts) if p)
-
-
-def collection_url(record: Mapping[str, Any], server: str) -> str | None:
-    """The collection's NeuroVault page: the record's ``url`` when it is a web URL, else built
-    from the server and the integer id."""
-    url = _web_url(record.get("url"))
-    if url:
-        return url
-    cid = record.get("id")
-    base = _web_url(server)
-    if base and isinstance(cid, int) and not isinstance(cid, bool):
-        return f"{base.rstrip('/')}/collections/{cid}/"
-    return None
-
-
-def credits_for(
-    collections: Sequence[Mapping[str, Any]], counts: Mapping[int, int], server: str = ""
-) -> tuple[CollectionCredit, ...]:
-    """Credits for the collections with at least one image in ``counts`` (id order)."""
-    by_id = {}
-    for record in collections:
-        rec = normalise_nulls(record)
-        cid = rec.get("id")
-        if isinstance(cid, int) and not isinstance(cid, bool):
-            by_id[cid] = rec
-    out = []
-    for cid in sorted(c for c, n in counts.items() if n > 0):
-        rec = by_id.get(cid, {"id": cid})
-        out.append(CollectionCredit(
-            collection_id=cid,
-            name=str(rec.get("name") or f"collection {cid}"),
-            doi=normalise_doi(rec.get("DOI")),
-            paper_url=_web_url(rec.get("paper_url")),
-            url=collection_url(rec, server),
-            authors=split_authors(rec.get("authors")),
-            n_images=int(counts[cid]),
-        ))
-    return tuple(out)
-
-
 def citation(dataset: Path | str, version: str | None = None) -> Citation:
     """The citation of ``version`` (tag or commit; default HEAD), read from git only."""
     root = versions.ensure_repository(Path(dataset))
@@ -174,10 +78,12 @@ def citation(dataset: Path | str, version: str | None = None) -> Citation:
     for record in images.values():
         prov = record.get(PROVENANCE_KEY) or {}
         path = prov.get("path") if isinstance(prov, Mapping) else None
-        cid = _collection_id(record, path)
+        cid = parse_id(record.get("collection_id"))
+        if cid is None and isinstance(path, str):
+            cid = layout.ids_of(path)[0]
         if cid is not None:
             counts[cid] += 1
-        if isinstance(prov, Mapping) and _web_url(prov.get("server")):
+        if isinstance(prov, Mapping) and web_url(prov.get("server")):
             server = str(prov["server"])  # the real URL even when the spec says "embedded"
     collections = versions.collection_sidecars(root, commit)
     records = [{**rec, "id": cid} for cid, rec in collections.items()]
@@ -194,17 +100,6 @@ def citation(dataset: Path | str, version: str | None = None) -> Citation:
     )
 
 
-def _collection_id(record: Mapping[str, Any], path: object) -> int | None:
-    cid = record.get("collection_id")
-    if isinstance(cid, int) and not isinstance(cid, bool):
-        return cid
-    if isinstance(path, str):
-        parts = PurePosixPath(path).parts
-        if len(parts) >= 2:
-            return layout.parse_collection_dir(parts[1])
-    return None
-
-
 def render(cit: Citation, fmt: str = "text") -> str:
     """``text`` (paragraph + list), ``bibtex`` or ``cff`` (CITATION.cff 1.2.0)."""
     if fmt == "text":
@@ -213,19 +108,15 @@ def render(cit: Citation, fmt: str = "text") -> str:
         return render_bibtex(cit)
     if fmt == "cff":
         return render_cff(cit)
-    raise ValueError(f"unknown citation format {fmt!r}; use one of {', '.join(FORMATS)}")
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    raise ValueError(f"unknown citation format {fmt!r}; use one of {', '.join(CITE_FORMATS)}")
 
 
 def render_text(cit: Citation) -> str:
     desc = f" {cit.description.rstrip('.')}." if cit.description else ""
     lines = [
         f"{cit.name}, version {cit.version_label} ({cit.date}). DataLad dataset of "
-        f"{_plural(cit.n_images, 'statistical map')} from "
-        f"{_plural(len(cit.collections), 'NeuroVault collection')}, built with nv-datalad."
+        f"{plural(cit.n_images, 'statistical map')} from "
+        f"{plural(len(cit.collections), 'NeuroVault collection')}, built with nv-datalad."
         f"{desc} Dataset id {cit.dataset_id}, commit {cit.commit}.",
         "",
         f"  dataset id: {cit.dataset_id}",
@@ -240,7 +131,7 @@ def render_text(cit: Citation) -> str:
         "and the collections the maps come from:",
     ]
     lines += [
-        f"  - collection {c.collection_id} \"{c.name}\" ({_plural(c.n_images, 'image')}): "
+        f"  - collection {c.collection_id} \"{c.name}\" ({plural(c.n_images, 'image')}): "
         f"{c.reference}"
         for c in cit.collections
     ] or ["  (none)"]
@@ -289,7 +180,7 @@ def render_bibtex(cit: Citation) -> str:
         ("howpublished", bib_escape(f"DataLad dataset {cit.dataset_id}")),
         ("note", bib_escape(
             f"Version {cit.version_label}, git commit {cit.commit}, "
-            f"{_plural(cit.n_images, 'image')} from NeuroVault, built with nv-datalad")),
+            f"{plural(cit.n_images, 'image')} from NeuroVault, built with nv-datalad")),
     ])]
     entries.append(_bib_entry("article", "gorgolewski2015neurovault", [
         ("author", " and ".join(
@@ -310,112 +201,13 @@ def render_bibtex(cit: Citation) -> str:
             ("doi", _bib_raw(c.doi) if c.doi else ""),
             ("url", _bib_raw(url)),
             ("note", bib_escape(
-                f"NeuroVault collection {c.collection_id}; {_plural(c.n_images, 'image')} "
+                f"NeuroVault collection {c.collection_id}; {plural(c.n_images, 'image')} "
                 f"in {cit.name} {cit.version_label}")),
         ]))
     return "\n".join(entries)
 
 
 # --- CITATION.cff ---------------------------------------------------------------------------
-
-def _cff_person(name: str) -> dict[str, str]:
-    """``"Jane Q. Doe"`` -> given/family names; a single word stays an entity name."""
-    words = name.split()
-    if len(words) < 2:
-        return {"name": name}
-    return {"given-names": " ".join(words[:-1]), "family-names": words[-1]}
-
-
-def _unique(items: list[dict]) -> list[dict]:
-    seen, out = set(), []
-    for item in items:
-        marker = tuple(sorted(item.items()))
-        if marker not in seen:
-            seen.add(marker)
-            out.append(item)
-    return out
-
-
-def cff_for(
-    spec_name: str,
-    description: str,
-    dataset_id: str,
-    version: str,
-    date: str,
-    collections: Sequence[Mapping[str, Any]],
-    counts: Mapping[int, int],
-    *,
-    server: str = "",
-    commit: str | None = None,
-    authors: Sequence[str] = (),
-) -> str:
-    """CITATION.cff (1.2.0, ``type: dataset``) text for a dataset version.
-
-    The builder calls it before tagging (no commit yet); ``collections`` are collection records
-    (API records or sidecars) and ``counts`` maps collection id -> images included; collections
-    without images are left out. ``authors`` default to the entity "NeuroVault contributors".
-    """
-    if not _DATE.match(date):
-        raise ValueError(f"date must be YYYY-MM-DD, got {date!r}")
-    credits = credits_for(collections, counts, server)
-    n_images = sum(c.n_images for c in credits)
-    doc: dict[str, Any] = {
-        "cff-version": "1.2.0",
-        "message": (
-            "If you use this dataset, please cite this version (dataset id, version and "
-            "commit), NeuroVault (see references) and the collections listed in identifiers."
-        ),
-        "type": "dataset",
-        "title": spec_name or "NeuroVault dataset",
-    }
-    if description and description.strip():
-        doc["abstract"] = " ".join(description.split())
-    doc["authors"] = _unique([_cff_person(a) for a in authors if a.strip()]) or [
-        {"name": DEFAULT_AUTHOR}]
-    doc["version"] = version
-    doc["date-released"] = date
-    if commit:
-        doc["commit"] = commit
-    identifiers: list[dict[str, str]] = [{
-        "type": "other", "value": f"datalad:{dataset_id}", "description": "DataLad dataset id",
-    }]
-    for c in credits:
-        if c.doi:
-            identifiers.append({
-                "type": "doi", "value": c.doi,
-                "description": f"NeuroVault collection {c.collection_id}: "
-                               f"{_plural(c.n_images, 'image')} included",
-            })
-    doc["identifiers"] = _unique(identifiers)
-    doc["keywords"] = ["neuroimaging", "NeuroVault", "statistical maps", "DataLad"]
-    references: list[dict[str, Any]] = [{
-        "type": "article",
-        "title": NEUROVAULT_TITLE,
-        "authors": [{"family-names": f, "given-names": g} for f, g in NEUROVAULT_AUTHORS],
-        "journal": NEUROVAULT_JOURNAL,
-        "volume": 9,
-        "start": 8,
-        "year": 2015,
-        "doi": NEUROVAULT_DOI,
-    }]
-    for c in credits:
-        ref: dict[str, Any] = {
-            "type": "data",
-            "title": c.name,
-            "authors": _unique([_cff_person(a) for a in c.authors]) or [
-                {"name": f"NeuroVault collection {c.collection_id} contributors"}],
-            "notes": f"NeuroVault collection {c.collection_id}; "
-                     f"{_plural(c.n_images, 'image')} of {n_images} in this dataset",
-        }
-        if c.doi:
-            ref["doi"] = c.doi
-        url = c.paper_url or c.url
-        if url:
-            ref["url"] = url
-        references.append(ref)
-    doc["references"] = references
-    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
-
 
 def render_cff(cit: Citation) -> str:
     """CITATION.cff for an existing version (adds the commit sha)."""

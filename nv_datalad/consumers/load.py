@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from nv_datalad.consumers import get as getter
+from nv_datalad.consumers.fetch import fetch, raise_on_failures
 from nv_datalad.dataset import layout
 from nv_datalad.dataset import revision as versions
 from nv_datalad.errors import DatasetError
-from nv_datalad.neurovault.client import normalise_nulls
+from nv_datalad.neurovault.records import normalise_nulls
 from nv_datalad.records import IMAGE_COLUMNS, PROVENANCE_KEY
+from nv_datalad.spec.where import Where, compile_filter
 
 if TYPE_CHECKING:  # heavy imports stay out of ``nv-datalad --help``
     import pandas as pd
@@ -91,14 +92,14 @@ def _image_relpath(files: set[str], cid: int, iid: int) -> str:
     return str(layout.image_file(cid, iid))
 
 
-def _collection_of(sidecar_path: str) -> int:
-    cid = layout.parse_collection_dir(PurePosixPath(sidecar_path).parts[1])
+def _collection_of_sidecar(sidecar_path: str) -> int:
+    cid = layout.ids_of(sidecar_path)[0]
     assert cid is not None  # image_sidecar_paths only yields collection_<id> dirs
     return cid
 
 
 def entries(
-    dataset: Path | str, version: str | None = None, where: getter.Where = None
+    dataset: Path | str, version: str | None = None, where: Where = None
 ) -> list[ImageEntry]:
     """The images of ``dataset`` at ``version`` (None = working tree) matching ``where``,
     in images.tsv order (ascending ids). Reads only git-tracked JSON: no content needed.
@@ -108,7 +109,7 @@ def entries(
     """
     root = versions.ensure_repository(Path(dataset))
     rev = _rev(root, version)
-    keep = getter.compile_filter(where)
+    keep = compile_filter(where)
     files = versions.list_files(root, rev, layout.NEUROVAULT_DIR)
     file_set = set(files)
     sidecar_paths = versions.image_sidecar_paths(files)
@@ -140,7 +141,7 @@ def entries(
         meta = normalise_nulls(parsed[spath])
         if not keep(meta):
             continue
-        cid = _collection_of(spath)
+        cid = _collection_of_sidecar(spath)
         collection = collections.get(cid)
         if collection is None:
             log.warning("collection %d has no collection_metadata.json", cid)
@@ -212,7 +213,7 @@ def _annexed_bytes(root: Path, rev: str | None, relpath: str, get: bool) -> byte
             return raw
     location = versions.content_path(root, key)
     if location is None and get and rev is None:
-        getter.raise_on_failures(getter.fetch(root, [relpath]))
+        raise_on_failures(fetch(root, [relpath]))
         location = versions.content_path(root, key)
     if location is None:
         log.warning("%s is not present locally (datalad get %s): no word frequencies",
@@ -264,7 +265,7 @@ def load(
     version: str | None = None,
     get: bool = False,
     resampled: bool = False,
-    where: getter.Where = None,
+    where: Where = None,
     jobs: int | None = None,
 ) -> Bunch:
     """The dataset as ``fetch_neurovault``'s Bunch: ``images``, ``images_meta``,
@@ -303,7 +304,7 @@ def load(
 
     if get:
         paths = [e.resampled_relpath if resampled else e.relpath for e in chosen]
-        getter.raise_on_failures(getter.fetch(root, [p for p in paths if p], jobs=jobs))
+        raise_on_failures(fetch(root, [p for p in paths if p], jobs=jobs))
 
     result = Bunch(
         images=images, images_meta=images_meta, collections_meta=collections_meta,

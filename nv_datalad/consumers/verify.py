@@ -6,17 +6,18 @@ content integrity is ``git annex fsck --fast`` over what is present locally.
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nv_datalad.dataset import layout
 from nv_datalad.dataset import repo as ds
 from nv_datalad.dataset import revision as versions
+from nv_datalad.dataset.runner import annex, json_lines
+from nv_datalad.dataset.state import local_images
 from nv_datalad.errors import DatasetError, NeuroVaultError, NotFound
-from nv_datalad.neurovault.client import NeuroVaultClient, parse_date, record_id
+from nv_datalad.neurovault.client import NeuroVaultClient
+from nv_datalad.neurovault.records import parse_date, record_id
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,13 @@ def recorded_server(root: Path) -> str:
 
 
 def verify(dataset: Path, *, server: str | None = None, fsck: bool = True) -> VerifyReport:
-    from nv_datalad.build.pipeline import serving
+    from nv_datalad.neurovault.serving import serving
 
     root = Path(dataset).absolute()
     if not ds.is_dataset(root):
         raise DatasetError(f"{root} is not a DataLad dataset")
     report = VerifyReport()
-    local = ds.local_images(root)
+    local = local_images(root)
     report.checked = len(local)
     with serving(server or recorded_server(root)) as base, NeuroVaultClient(base) as client:
         by_collection: dict[int, list[int]] = {}
@@ -103,16 +104,10 @@ def _compare(report: VerifyReport, iid: int, sidecar: dict, record: dict | None)
 
 def _fsck(root: Path) -> list[str]:
     """``git annex fsck --fast`` over present content: sizes and presence, no re-hashing."""
-    proc = subprocess.run(
-        ["git", "annex", "fsck", "--fast", "--json", "--json-error-messages", "--quiet"],
-        cwd=root, capture_output=True, text=True, check=False,
-    )
+    proc = annex(root, "fsck", "--fast", "--json", "--json-error-messages", "--quiet",
+                 check=False)
     problems = []
-    for line in proc.stdout.splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for rec in json_lines(proc.out):
         if not rec.get("success", True):
             msgs = "; ".join(rec.get("error-messages") or []) or rec.get("note", "failed")
             problems.append(f"{rec.get('file')}: {msgs}")

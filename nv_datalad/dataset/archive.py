@@ -12,10 +12,9 @@ NeuroVault URLs are not versioned, so the web remote can only ever give the newe
 from __future__ import annotations
 
 import logging
-import subprocess
 from pathlib import Path
 
-from nv_datalad.dataset.annex import git
+from nv_datalad.dataset.runner import annex, git
 from nv_datalad.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -34,19 +33,13 @@ def ensure_archive(root: Path, target: str) -> str:
     if configured.strip():
         return ARCHIVE_REMOTE
     directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        ["git", "annex", "initremote", ARCHIVE_REMOTE, "type=directory",
-         f"directory={directory}", "encryption=none", "autoenable=true"],
-        cwd=root, capture_output=True, text=True, check=False,
-    )
-    if proc.returncode != 0:
-        proc = subprocess.run(
-            ["git", "annex", "enableremote", ARCHIVE_REMOTE, f"directory={directory}"],
-            cwd=root, capture_output=True, text=True, check=False,
-        )
-    if proc.returncode != 0:
-        raise DatasetError(f"cannot set up the archive remote at {directory}: "
-                           f"{proc.stderr.strip()[:300]}")
+    proc = annex(root, "initremote", ARCHIVE_REMOTE, "type=directory",
+                 f"directory={directory}", "encryption=none", "autoenable=true", check=False)
+    if not proc.ok:
+        proc = annex(root, "enableremote", ARCHIVE_REMOTE, f"directory={directory}",
+                     check=False)
+    if not proc.ok:
+        raise DatasetError(f"cannot set up the archive remote at {directory}: {proc.err[:300]}")
     log.info("archive: superseded content goes to %s (remote %s)", directory, ARCHIVE_REMOTE)
     return ARCHIVE_REMOTE
 
@@ -60,10 +53,8 @@ def _ensure_ria(root: Path, url: str) -> str:
         dl.create_sibling_ria(url=url, name=ARCHIVE_REMOTE, dataset=str(root),
                               new_store_ok=True, result_renderer="disabled")
     # git-annex 10.2026x refuses writes to a special remote it has not verified in this clone.
-    probe = subprocess.run(["git", "annex", "verifyremote", storage], cwd=root,
-                           stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
-    remote_id = next((w for w in probe.stdout.split() if w.count("-") == 4), None)
+    probe = annex(root, "verifyremote", storage, check=False)
+    remote_id = next((w for w in probe.out.split() if w.count("-") == 4), None)
     if remote_id:
-        subprocess.run(["git", "annex", "verifyremote", storage, "--safe", remote_id],
-                       cwd=root, capture_output=True, text=True, check=False)
+        annex(root, "verifyremote", storage, "--safe", remote_id, check=False)
     return storage

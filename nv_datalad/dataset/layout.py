@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
+from nv_datalad.neurovault.records import parse_id
+
 NEUROVAULT_DIR = "neurovault"
 STATE_DIR = ".nv-datalad"
 SPEC_FILE = f"{STATE_DIR}/spec.yaml"
@@ -23,6 +25,8 @@ NEUROSYNTH_DIR = "derivatives/neurosynth"
 VOCABULARY = f"{NEUROSYNTH_DIR}/vocabulary.txt"
 WORD_FREQUENCIES = f"{NEUROSYNTH_DIR}/word_frequencies.npz"
 RESAMPLE_MANIFEST = f"{STATE_DIR}/resample_manifest.tsv"
+#: Downloads in flight, inside .git so they are never committed; emptied by recovery.
+DOWNLOAD_TMP = ".git/nv-datalad-tmp"
 
 # Extensions an image may have; anything else on the server is stored under ".nii.gz" only if
 # the bytes really are gzip (decided by ``image_extension``).
@@ -35,12 +39,10 @@ _COLLECTION_DIR = re.compile(r"^collection_(\d+)$")
 
 def _int_id(value: object, what: str) -> int:
     """Refuse anything but a non-negative integer: ids become path components."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
-    text = str(value)
-    if not text.isdigit():
+    parsed = parse_id(value)
+    if parsed is None:
         raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
-    return int(text)
+    return parsed
 
 
 def collection_dir(collection_id: object) -> PurePosixPath:
@@ -105,6 +107,20 @@ def parse_sidecar(name: str) -> int | None:
 def parse_collection_dir(name: str) -> int | None:
     m = _COLLECTION_DIR.match(name)
     return int(m.group(1)) if m else None
+
+
+_IN_COLLECTION = re.compile(r"^(?:image|neurosynth_words_for_image)_(\d+)(?:[._]|$)")
+
+
+def ids_of(relpath: str) -> tuple[int | None, int | None]:
+    """(collection id, image id) of any path of the layout
+    (``neurovault/collection_<c>/image_<i>...``); None for what the path does not name."""
+    parts = PurePosixPath(relpath).parts
+    if len(parts) < 2 or parts[0] != NEUROVAULT_DIR:
+        return None, None
+    cid = parse_collection_dir(parts[1])
+    m = _IN_COLLECTION.match(parts[2]) if len(parts) == 3 else None
+    return cid, (int(m.group(1)) if m else None)
 
 
 def iter_collection_dirs(root: Path):

@@ -15,11 +15,11 @@ import json
 import logging
 import os
 import re
-import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from nv_datalad.dataset import layout
+from nv_datalad.dataset.runner import Completed, run
 from nv_datalad.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -28,21 +28,13 @@ _TAG = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 # A git-annex key as it appears at the end of a symlink target or pointer file.
 _KEY = re.compile(r"^[A-Z0-9]+(?:-[^/\s]*)?--[^/\s]*$")
 _POINTER_PREFIX = b"/annex/objects/"
-_SYMLINK_MODE = "120000"
 
 
-def _git(
-    dataset: Path, *args: str, check: bool = True, input: bytes | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    """Run git in ``dataset`` with an argument list (server strings never meet a shell)."""
-    cmd = ["git", "-C", str(dataset), *args]
-    try:
-        proc = subprocess.run(cmd, input=input, capture_output=True, check=False)
-    except FileNotFoundError as err:  # pragma: no cover - git is a hard requirement
-        raise DatasetError("git is not installed or not on PATH") from err
-    if check and proc.returncode != 0:
-        detail = proc.stderr.decode(errors="replace").strip()
-        raise DatasetError(f"git {' '.join(args[:2])} failed in {dataset}: {detail}")
+def _git(dataset: Path, *args: str, check: bool = True, input: bytes | None = None) -> Completed:
+    """git in ``dataset``; a failure is a :class:`DatasetError` naming the command."""
+    proc = run(["git", "-C", str(dataset), *args], input=input, check=False)
+    if check and not proc.ok:
+        raise DatasetError(f"git {' '.join(args[:2])} failed in {dataset}: {proc.err}")
     return proc
 
 

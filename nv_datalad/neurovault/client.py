@@ -9,7 +9,6 @@ truncated or is not JSON is retried here, because urllib3 only retries before th
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,73 +23,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from nv_datalad.errors import Forbidden, NeuroVaultError, NotFound
+from nv_datalad.neurovault.records import (
+    is_public_server,
+    is_web_url,
+    normalise_url,
+)
 
 log = logging.getLogger(__name__)
-
-PUBLIC_NEUROSYNTH = "https://neurosynth.org/api/decode/"
-
-# NeuroVault spells null as "", "None", "None / Other", "N/A", "null" depending on record age.
-# nilearn's regex also swallows any text *starting* with "none" ("None of the subjects...");
-# we only treat the whole value as a placeholder.
-_NULL_PLACEHOLDERS = frozenset({"", "none", "none / other", "n/a", "na", "null"})
-
-
-def is_null_placeholder(value: object) -> bool:
-    return isinstance(value, str) and value.strip().lower() in _NULL_PLACEHOLDERS
-
-
-def normalise_nulls(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Top-level placeholder strings become None so filters see one kind of null."""
-    return {k: (None if is_null_placeholder(v) else v) for k, v in record.items()}
-
-
-def parse_date(value: object) -> datetime | None:
-    """ISO-8601 (``...Z``, ``+01:00``, with or without microseconds) to an aware datetime.
-
-    Naive values are taken as UTC. Unparsable values give None rather than an exception: a
-    record with a broken date is still a record, it just cannot be compared for updates.
-    """
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def is_web_url(url: object) -> bool:
-    """Only http(s) URLs with a host are ever requested or registered in the annex."""
-    if not isinstance(url, str):
-        return False
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and not any(
-        c in url for c in "\r\n\t "
-    )
-
-
-def normalise_url(url: str, *, https: bool) -> str:
-    """``http://`` → ``https://`` for the public server, whose records still say http."""
-    if https and url.startswith("http://"):
-        return "https://" + url[len("http://") :]
-    return url
-
-
-def is_public_server(base_url: str) -> bool:
-    return urlsplit(base_url).netloc.lower() in ("neurovault.org", "www.neurovault.org")
-
-
-def default_neurosynth_url(base_url: str) -> str:
-    """Neurosynth for the public server; the server's own ``/api/decode/`` otherwise (emulator)."""
-    if is_public_server(base_url):
-        return PUBLIC_NEUROSYNTH
-    return base_url.rstrip("/") + "/api/decode/"
-
 
 @dataclass(frozen=True)
 class ClientConfig:
@@ -369,33 +308,3 @@ def _dedupe_by_id(results: list[dict]) -> list[dict]:
         seen.add(rid)
         out.append(r)
     return out
-
-
-_INT = re.compile(r"^\d+$")
-
-
-def record_id(record: Mapping[str, Any]) -> int | None:
-    """A record's integer id, or None when the server sent something else."""
-    rid = record.get("id")
-    if isinstance(rid, bool):
-        return None
-    if isinstance(rid, int) and rid >= 0:
-        return rid
-    if isinstance(rid, str) and _INT.match(rid):
-        return int(rid)
-    return None
-
-
-def image_collection_id(record: Mapping[str, Any]) -> int | None:
-    """``collection_id``, or parsed from the ``collection`` URL in older records."""
-    cid = record.get("collection_id")
-    if isinstance(cid, int) and not isinstance(cid, bool) and cid >= 0:
-        return cid
-    if isinstance(cid, str) and _INT.match(cid):
-        return int(cid)
-    url = record.get("collection")
-    if isinstance(url, str):
-        m = re.search(r"/collections/(\d+)/?$", url)
-        if m:
-            return int(m.group(1))
-    return None

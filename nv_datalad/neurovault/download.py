@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -31,7 +30,6 @@ from nv_datalad.dataset import layout
 log = logging.getLogger(__name__)
 
 #: Partial downloads live here (inside .git, never committed, removed by ``recover``).
-TMP_DIR = Path(".git") / "nv-datalad-tmp"
 CHUNK = 1 << 16
 
 
@@ -57,7 +55,7 @@ class Fetched:
 
 def _fetch(session: requests.Session, root: Path, want: Wanted, timeout: tuple[float, float],
            attempts: int) -> Fetched:
-    tmp = root / TMP_DIR / f"image_{int(want.image_id)}.part"
+    tmp = root / layout.DOWNLOAD_TMP / f"image_{int(want.image_id)}.part"
     last = ""
     for _ in range(attempts):
         try:
@@ -124,7 +122,7 @@ def fetch_all(
     ``on_result(index, fetched)`` runs in the calling thread as each download completes, so the
     caller can hand finished files to git-annex while the others are still in flight.
     """
-    (root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+    (root / layout.DOWNLOAD_TMP).mkdir(parents=True, exist_ok=True)
     breaker = _Breaker(max_consecutive_fails)
 
     def task(want: Wanted) -> Fetched:
@@ -144,8 +142,3 @@ def fetch_all(
             if on_result is not None:
                 on_result(index, results[index])
     return [results[i] for i in range(len(wanted))]
-
-
-def clear_partials(root: Path) -> None:
-    """Partial downloads of an interrupted build are worthless: start those files again."""
-    shutil.rmtree(root / TMP_DIR, ignore_errors=True)

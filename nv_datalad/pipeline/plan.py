@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from nv_datalad.neurovault.client import image_collection_id, parse_date
+from nv_datalad.neurovault.records import image_collection_id, parse_date
+from nv_datalad.pipeline.select import Selected
 from nv_datalad.records import PROVENANCE_KEY
-from nv_datalad.build.select import Selected
 
 
 class Change(StrEnum):
@@ -61,14 +61,6 @@ class Plan:
     def counts(self) -> Counter:
         return Counter(p.change.value for p in self.items)
 
-    @property
-    def writes(self) -> bool:
-        """Does applying the plan touch image content or sidecars?"""
-        return any(
-            p.change in (Change.NEW, Change.CONTENT, Change.METADATA, Change.CHECK)
-            for p in self.items
-        )
-
 
 def _local_url(sidecar: Mapping[str, Any]) -> str | None:
     prov = sidecar.get(PROVENANCE_KEY) or {}
@@ -100,13 +92,17 @@ def make_plan(
     mode: str,
     file_url: Any = lambda record: record.get("file"),
     still_on_server: Mapping[int, bool] | None = None,
+    file_changed: Mapping[int, bool | None] | None = None,
     recheck: bool = False,
 ) -> Plan:
     """Classify selected images and every local image the selection no longer covers.
 
-    ``still_on_server`` says, for local images outside the selection, whether the server still
-    has them (True → unselected, False → vanished); unknown ids count as unselected.
-    ``recheck`` turns every unchanged image into a ``CHECK`` (force a content re-check).
+    The server's answers are gathered before planning (:mod:`nv_datalad.pipeline.probe`), so this
+    stays a pure function. ``still_on_server`` says, for local images outside the selection,
+    whether the server still has them (True → unselected, False → vanished); unknown ids count
+    as unselected. ``file_changed`` settles each ``CHECK`` (see :func:`settle`); without it
+    (``--dry-run``) checks stay checks. ``recheck`` turns every unchanged image into a
+    ``CHECK`` (force a content re-check).
     """
     plan = Plan(mode=mode)
     selected_ids: set[int] = set()
@@ -117,9 +113,10 @@ def make_plan(
         change = classify(sel, sidecar, mode=mode, file_url=file_url(sel.image))
         if recheck and change is Change.UNCHANGED and sidecar is not None:
             change = Change.CHECK
-        plan.items.append(
-            PlannedImage(iid, sel.collection_id, change, sel.image, sel.collection, sidecar)
-        )
+        item = PlannedImage(iid, sel.collection_id, change, sel.image, sel.collection, sidecar)
+        if file_changed is not None:
+            item = settle(item, file_changed.get(iid))
+        plan.items.append(item)
     if mode == "offline":
         return plan
     known = still_on_server or {}

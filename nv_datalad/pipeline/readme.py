@@ -14,11 +14,11 @@ from typing import Any
 
 import yaml
 
+from nv_datalad.citation import NEUROVAULT_REFERENCE, normalise_doi
 from nv_datalad.dataset import layout
-from nv_datalad.consumers.cite import NEUROVAULT_REFERENCE, normalise_doi
-from nv_datalad.consumers.get import annex_equivalent
-from nv_datalad.neurovault.client import normalise_nulls
+from nv_datalad.neurovault.records import normalise_nulls, parse_id
 from nv_datalad.records import PROVENANCE_KEY
+from nv_datalad.spec.where import annex_equivalent
 
 NOT_GIVEN = "(not given)"
 MAX_COLLECTION_ROWS = 50
@@ -27,16 +27,6 @@ MAX_COLLECTION_ROWS = 50
 def _cell(value: object) -> str:
     """Table cell text: one line, pipes escaped (server strings must not break the table)."""
     return " ".join(str(value).split()).replace("|", "\\|")
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
 
 
 def count_by(images: Sequence[Mapping[str, Any]], field: str) -> list[tuple[str, int]]:
@@ -56,8 +46,8 @@ def _table(header: tuple[str, str], rows: Sequence[tuple[str, int]]) -> list[str
 
 def _image_path(record: Mapping[str, Any]) -> str | None:
     """Dataset path of an image, from its integer ids (never from a server string)."""
-    iid = _int(record.get("id", record.get("image_id")))
-    cid = _int(record.get("collection_id"))
+    iid = parse_id(record.get("id", record.get("image_id")))
+    cid = parse_id(record.get("collection_id"))
     if iid is None or cid is None:
         return None
     prov = record.get(PROVENANCE_KEY)
@@ -76,12 +66,12 @@ def _collection_rows(
 ) -> list[str]:
     per: Counter[int] = Counter()
     for record in images:
-        cid = _int(record.get("collection_id"))
+        cid = parse_id(record.get("collection_id"))
         if cid is not None:
             per[cid] += 1
     by_id = {}
     for c in collections:
-        cid = _int(c.get("id", c.get("collection_id")))
+        cid = parse_id(c.get("id", c.get("collection_id")))
         if cid is not None:
             by_id[cid] = normalise_nulls(c)
     lines = ["| collection | name | DOI | images |", "|---:|---|---|---:|"]
@@ -109,8 +99,8 @@ def render_readme(
     ``id`` and ``collection_id``), ``collections`` the collection records of the dataset."""
     name = str(spec_raw.get("name") or "neurovault-dataset")
     description = " ".join(str(spec_raw.get("description") or "").split())
-    ordered = sorted(images, key=lambda r: _int(r.get("id", r.get("image_id"))) or 0)
-    n_coll = len({_int(r.get("collection_id")) for r in ordered} - {None})
+    ordered = sorted(images, key=lambda r: parse_id(r.get("id", r.get("image_id"))) or 0)
+    n_coll = len({parse_id(r.get("collection_id")) for r in ordered} - {None})
     example = next((p for p in map(_image_path, ordered) if p), None) or \
         "neurovault/collection_<cid>/image_<iid>.nii.gz"
     map_type = _example_map_type(ordered)

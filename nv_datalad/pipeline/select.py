@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nv_datalad.errors import NeuroVaultError, NotFound
-from nv_datalad.neurovault.client import NeuroVaultClient, image_collection_id, normalise_nulls, record_id
+from nv_datalad.neurovault.client import NeuroVaultClient
+from nv_datalad.neurovault.records import image_collection_id, normalise_nulls, record_id
 from nv_datalad.records import Result, Status
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,27 @@ def select(
         walk.sel.complete = False
         walk.sel.failures.append(Result("select", Status.ERROR, message=str(exc)))
     return walk.sel
+
+
+def select_local(spec: Any, local: Mapping[int, dict], cols: Mapping[int, dict]) -> Selection:
+    """Offline selection: the spec's filters over what the dataset holds, ascending ids."""
+    col_ok, img_ok = spec.collection_predicate(), spec.image_predicate()
+    sel = Selection()
+    wanted_ids = set(spec.image_ids)
+    wanted_cols = set(spec.collection_ids)
+    for iid in sorted(local):
+        sc = local[iid]
+        col = cols.get(sc.get("collection_id"))  # type: ignore[arg-type]
+        if col is None:
+            continue
+        if spec.explicit and iid not in wanted_ids and col.get("id") not in wanted_cols:
+            continue
+        if col_ok(normalise_nulls(col)) and img_ok(normalise_nulls(sc)):
+            sel.items.append(Selected(sc, col))
+            if not spec.explicit and spec.max_images is not None \
+                    and len(sel.items) >= spec.max_images:
+                break
+    return sel
 
 
 def _wanted_collection_ids(terms: Mapping[str, Any]) -> list[int] | None:

@@ -1,0 +1,4 @@
+"""The package version, in a module of its own so any layer can read it without importing
+the package's public API (which imports the layers)."""
+
+__version__ = "0.1.0"

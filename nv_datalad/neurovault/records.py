@@ -1,0 +1,105 @@
+"""What a NeuroVault record means: nulls, dates, URLs and ids, normalised once.
+
+The server spells null four ways, mixes two date styles, writes ``http://`` inside records
+served over https and was typed by anyone on the internet. Every layer reads records through
+these functions, so each quirk is handled in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+# NeuroVault spells null as "", "None", "None / Other", "N/A", "null" depending on record age.
+# nilearn's regex also swallows any text *starting* with "none" ("None of the subjects...");
+# we only treat the whole value as a placeholder.
+_NULL_PLACEHOLDERS = frozenset({"", "none", "none / other", "n/a", "na", "null"})
+
+
+def is_null_placeholder(value: object) -> bool:
+    return isinstance(value, str) and value.strip().lower() in _NULL_PLACEHOLDERS
+
+
+def normalise_nulls(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level placeholder strings become None so filters see one kind of null."""
+    return {k: (None if is_null_placeholder(v) else v) for k, v in record.items()}
+
+
+def parse_date(value: object) -> datetime | None:
+    """ISO-8601 (``...Z``, ``+01:00``, with or without microseconds) to an aware datetime.
+
+    Naive values are taken as UTC. Unparsable values give None rather than an exception: a
+    record with a broken date is still a record, it just cannot be compared for updates.
+    """
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def is_web_url(url: object) -> bool:
+    """Only http(s) URLs with a host are ever requested or registered in the annex."""
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not any(
+        c in url for c in "\r\n\t "
+    )
+
+
+def is_public_server(base_url: str) -> bool:
+    return urlsplit(base_url).netloc.lower() in ("neurovault.org", "www.neurovault.org")
+
+
+def normalise_url(url: str, *, https: bool) -> str:
+    """``http://`` → ``https://`` for the public server, whose records still say http."""
+    if https and url.startswith("http://"):
+        return "https://" + url[len("http://") :]
+    return url
+
+
+_INT = re.compile(r"^\d+$")
+
+
+def parse_id(value: object) -> int | None:
+    """The one id parser: a non-negative integer (or its decimal text), else None.
+
+    Ids become path components and git-annex metadata, so anything else the server sends
+    (``"12a"``, ``-3``, ``True``, ``1.5``) is refused here, at the edge.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and _INT.match(value):
+        return int(value)
+    return None
+
+
+def record_id(record: Mapping[str, Any]) -> int | None:
+    """A record's integer id, or None when the server sent something else."""
+    return parse_id(record.get("id"))
+
+
+def image_collection_id(record: Mapping[str, Any]) -> int | None:
+    """``collection_id``, or parsed from the ``collection`` URL in older records."""
+    cid = parse_id(record.get("collection_id"))
+    if cid is not None:
+        return cid
+    url = record.get("collection")
+    if isinstance(url, str):
+        m = re.search(r"/collections/(\d+)/?$", url)
+        if m:
+            return int(m.group(1))
+    return None

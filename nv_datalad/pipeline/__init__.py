@@ -1,0 +1,114 @@
+"""The build pipeline: spec → select → probe → plan → apply → derive → release.
+
+Each stage is a module and talks to the next through values: the selection, the server's
+answers, the pure plan, one result record per image. ``--dry-run`` stops after planning and
+writes nothing. Applying is checkpointed, and recovery at the start of every build undoes what
+an interrupted one left half done, so the next build converges to the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from nv_datalad.dataset import layout, recover, repo
+from nv_datalad.dataset.annex import Annex
+from nv_datalad.dataset.runner import annex_version
+from nv_datalad.dataset.state import local_collections, local_images
+from nv_datalad.errors import DatasetError
+from nv_datalad.neurovault.client import ClientConfig, NeuroVaultClient
+from nv_datalad.neurovault.serving import serving
+from nv_datalad.options import DEFAULT_CHECKPOINT, DEFAULT_JOBS
+from nv_datalad.pipeline import apply, derive, probe, release
+from nv_datalad.pipeline.context import BuildContext, Progress, no_progress
+from nv_datalad.pipeline.plan import Change, Plan, format_plan, make_plan
+from nv_datalad.pipeline.report import BuildReport
+from nv_datalad.pipeline.select import Selection, select, select_local
+from nv_datalad.spec import Spec, load_spec, spec_to_yaml
+
+__all__ = ["BuildReport", "build"]
+
+log = logging.getLogger(__name__)
+
+
+def build(
+    spec_or_path: Spec | str | Path,
+    dataset: str | Path | None = None,
+    *,
+    mode: str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    server: str | None = None,
+    dry_run: bool = False,
+    prune: bool = False,
+    recheck: bool = False,
+    checkpoint: int = DEFAULT_CHECKPOINT,
+    stall_timeout: float = 300.0,
+    progress: Progress = no_progress,
+) -> BuildReport:
+    """Create or update the dataset described by a spec; see DESIGN.md for the semantics."""
+    spec = spec_or_path if isinstance(spec_or_path, Spec) else load_spec(spec_or_path)
+    spec = spec.with_overrides(mode=mode, server=server)
+    root = Path(dataset if dataset is not None else spec.name).absolute()
+    annex_version()
+    repo.ensure_identity()
+    if spec.mode == "offline" and not dry_run and not repo.is_dataset(root):
+        raise DatasetError(f"offline mode needs an existing dataset; {root} is not one")
+    jobs = max(1, jobs)
+    with serving(spec.server) as base_url:
+        client = None
+        if spec.mode != "offline":
+            client = NeuroVaultClient(base_url, ClientConfig(workers=max(4, jobs)))
+            client.probe()  # an unreachable server is an error before anything is written
+        ctx = BuildContext(spec, root, base_url, client,
+                           Annex(root, jobs=jobs, stall_timeout=stall_timeout), jobs,
+                           max(1, checkpoint), recheck, progress)
+        if dry_run:
+            local = local_images(root) if repo.is_dataset(root) else {}
+            _, plan, failures = _plan(ctx, local, settle=False)
+            return BuildReport(root, plan, failures, dry_run=True)
+        repo.create(root, description=spec.description)
+        with repo.locked(root):
+            return _run(ctx, prune=prune)
+
+
+def _plan(ctx: BuildContext, local: dict[int, dict], *,
+          settle: bool) -> tuple[Selection, Plan, list]:
+    """Select, ask the server what planning needs, plan. ``settle=False`` (dry run) leaves
+    the date checks unasked, so a dry run sends no request per file."""
+    spec, client = ctx.spec, ctx.client
+    if client is None:  # offline: the dataset is the server
+        selection = select_local(spec, local, local_collections(ctx.root))
+        return selection, make_plan(selection.items, local, mode=spec.mode), []
+    ctx.progress("metadata", 0, 0)
+    selection = select(client, spec)
+    still = probe.still_on_server(client, selection, local)
+    plan = make_plan(selection.items, local, mode=spec.mode, file_url=ctx.file_url,
+                     still_on_server=still, recheck=ctx.recheck)
+    if settle:
+        changed = probe.file_changes(client, plan.of(Change.CHECK), recheck=ctx.recheck)
+        plan = make_plan(selection.items, local, mode=spec.mode, file_url=ctx.file_url,
+                         still_on_server=still, file_changed=changed, recheck=ctx.recheck)
+    return selection, plan, list(selection.failures)
+
+
+def _run(ctx: BuildContext, *, prune: bool) -> BuildReport:
+    root = ctx.root
+    start_head = repo.head(root)
+    recover.recover(root)
+    if ctx.client is not None:
+        ctx.allow_loopback([ctx.base_url])
+    spec_file = root / layout.SPEC_FILE
+    old_spec_text = spec_file.read_text() if spec_file.is_file() else None
+    selection, plan, results = _plan(ctx, local_images(root), settle=True)
+    for line in format_plan(plan):
+        log.info("%s", line)
+    results += apply.apply(ctx, selection, plan, local_collections(root), prune=prune)
+    results += derive.derive(ctx, plan, results)
+    images, cols = release.write_tables(ctx)
+    results += derive.vectorize(ctx)
+    report = BuildReport(root, plan, results)
+    release.release(ctx, report, start_head=start_head, old_spec_text=old_spec_text,
+                    spec_text=spec_to_yaml(ctx.spec), images=images, cols=cols)
+    if report.version is None:
+        log.info("nothing changed: no commit, no tag")
+    return report

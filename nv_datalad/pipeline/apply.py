@@ -1,0 +1,182 @@
+"""Apply a plan to the dataset: add, replace, refresh, prune. One result record per image.
+
+New images land in checkpointed batches (annex, sidecars, commit), so an interrupted build
+loses at most the batch in flight, which recovery undoes and the next build redoes. A sidecar
+is written only after its image is in the annex: that ordering is what recovery relies on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from nv_datalad.dataset import layout
+from nv_datalad.dataset import repo as ds
+from nv_datalad.dataset.files import write_json
+from nv_datalad.dataset.runner import git
+from nv_datalad.dataset.state import image_path_of
+from nv_datalad.pipeline.context import BuildContext
+from nv_datalad.pipeline.importer import annex_fields, place
+from nv_datalad.pipeline.plan import Change, Plan, PlannedImage
+from nv_datalad.pipeline.select import Selection
+from nv_datalad.records import PROVENANCE_KEY, Result, Status
+
+log = logging.getLogger(__name__)
+
+
+def same_record(old: Mapping, new: Mapping) -> bool:
+    """Equal apart from our provenance key."""
+    return {k: v for k, v in old.items() if k != PROVENANCE_KEY} == dict(new)
+
+
+def apply(ctx: BuildContext, selection: Selection, plan: Plan,
+          collections: Mapping[int, dict], *, prune: bool) -> list[Result]:
+    results: list[Result] = []
+    if ctx.client is not None:
+        write_collections(ctx, selection, collections)
+        results += add(ctx, plan.of(Change.NEW))
+        results += update_content(ctx, plan.of(Change.CONTENT))
+        results += update_metadata(ctx, plan.of(Change.METADATA))
+    if prune:
+        results += remove(ctx, plan.of(Change.VANISHED, Change.UNSELECTED))
+    else:
+        for item in plan.of(Change.VANISHED, Change.UNSELECTED):
+            log.info("image %s %s: kept (use --prune to remove)", item.image_id,
+                     "vanished from the server" if item.change is Change.VANISHED
+                     else "no longer matches the spec")
+    return results
+
+
+def write_collections(ctx: BuildContext, selection: Selection,
+                      collections: Mapping[int, dict]) -> None:
+    """Collection sidecars for every collection that contributes an image."""
+    written: set[int] = set()
+    for sel in selection.items:
+        cid = sel.collection_id
+        old = collections.get(cid)
+        if cid in written or (old is not None and same_record(old, sel.collection)):
+            continue
+        write_json(ctx.root, layout.collection_sidecar(cid),
+                   ctx.sidecar(sel.collection, ctx.provenance()))
+        written.add(cid)
+
+
+def _provenance(ctx: BuildContext, path: str, url: str, key: str) -> dict:
+    return ctx.provenance(source_url=url, path=path, key=key)
+
+
+def add(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
+    """New images, in checkpointed batches: annex, metadata, sidecar, commit."""
+    results: list[Result] = []
+    total = len(items)
+    for start in range(0, total, ctx.checkpoint):
+        batch = items[start:start + ctx.checkpoint]
+        placed, failed = place(ctx, batch, action="add",
+                               on_reply=lambda n, s=start: ctx.progress("download", s + n, total))
+        results += failed
+        for p in placed:
+            write_json(ctx.root, layout.image_sidecar(p.item.collection_id, p.item.image_id),
+                       ctx.sidecar(p.item.record or {}, _provenance(ctx, p.path, p.url, p.key)))
+            results.append(Result("add", Status.OK, p.item.image_id, p.item.collection_id,
+                                  p.path, extra={"key": p.key}))
+        if placed:
+            ds.commit(ctx.root, f"nv-datalad: add {len(placed)} images (checkpoint)",
+                      paths=[layout.NEUROVAULT_DIR])
+    return results
+
+
+def update_content(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
+    """New file on the server: new key at the same path, old key archived (if configured)
+    and no longer claiming the web has it. A download that gives the old key back was a
+    metadata edit after all (``verified`` when the record did not change either)."""
+    if not items:
+        return []
+    old: dict[int, tuple[str, str | None, str | None]] = {}
+    for item in items:
+        path = image_path_of(ctx.root, item.collection_id, item.image_id)
+        prov = (item.local or {}).get(PROVENANCE_KEY, {})
+        if path is not None:
+            old[item.image_id] = (path, prov.get("key"), prov.get("source_url"))
+    results = archive(ctx, [k for _, k, _ in old.values() if k])
+    # The server serves other bytes at these URLs now: the old keys stop claiming it first,
+    # so even an interrupted update leaves no key promising what the web cannot give.
+    ctx.annex.unregister_urls([(k, u) for _, k, u in old.values() if k and u])
+    for path, _, _ in old.values():
+        git(ctx.root, "rm", "-q", "--cached", "--", path)
+        (ctx.root / path).unlink(missing_ok=True)
+    placed, failed = place(ctx, items, action="update")
+    results += failed
+    landed = {p.item.image_id for p in placed}
+    for item in items:  # never lose data: a failed replacement puts the old version back
+        if item.image_id in old and item.image_id not in landed:
+            git(ctx.root, "checkout", "HEAD", "--", old[item.image_id][0], check=False)
+    for p in placed:
+        item, sidecar_path = p.item, layout.image_sidecar(p.item.collection_id, p.item.image_id)
+        if item.image_id in old and old[item.image_id][1] == p.key:
+            # Same bytes: keep the old provenance, so an unchanged image leaves no trace.
+            local = item.local or {}
+            write_json(ctx.root, sidecar_path,
+                       ctx.sidecar(item.record or {}, local.get(PROVENANCE_KEY, {})))
+            action = "verified" if same_record(local, item.record or {}) else "metadata"
+        else:
+            write_json(ctx.root, sidecar_path,
+                       ctx.sidecar(item.record or {}, _provenance(ctx, p.path, p.url, p.key)))
+            action = "update"
+        results.append(Result(action, Status.OK, item.image_id, item.collection_id, p.path,
+                              extra={"key": p.key}))
+    ds.commit(ctx.root, f"nv-datalad: update {len(placed)} changed images",
+              paths=[layout.NEUROVAULT_DIR])
+    return results
+
+
+def archive(ctx: BuildContext, keys: Sequence[str]) -> list[Result]:
+    """Copy content about to be superseded to the ``archive`` remote, so old versions stay
+    retrievable after NeuroVault's URL serves new bytes."""
+    if not ctx.spec.archive or not keys:
+        return []
+    from nv_datalad.dataset.archive import ensure_archive
+
+    remote = ensure_archive(ctx.root, ctx.spec.archive)
+    results = []
+    for key, err in ctx.annex.copy_keys_to(remote, keys).items():
+        log.warning("could not archive %s before superseding it: %s", key, err)
+        results.append(Result("archive", Status.ERROR, message=f"{key}: {err}"))
+    return results
+
+
+def update_metadata(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
+    """Newer record, same file: refresh the sidecar and the key's annex metadata."""
+    if not items:
+        return []
+    fields, results = [], []
+    for item in items:
+        prov = dict((item.local or {}).get(PROVENANCE_KEY, {}))
+        sidecar = ctx.sidecar(item.record or {}, prov)
+        write_json(ctx.root, layout.image_sidecar(item.collection_id, item.image_id), sidecar)
+        if prov.get("path"):
+            fields.append((prov["path"], annex_fields(sidecar)))
+        results.append(Result("metadata", Status.OK, item.image_id, item.collection_id,
+                              prov.get("path")))
+    for path, err in ctx.annex.set_metadata(fields).items():
+        log.warning("annex metadata not refreshed for %s: %s", path, err)
+    ds.commit(ctx.root, f"nv-datalad: refresh metadata of {len(items)} images",
+              paths=[layout.NEUROVAULT_DIR])
+    return results
+
+
+def remove(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
+    """``--prune``: images that vanished or stopped matching leave the dataset, with every
+    file that belongs to them."""
+    results = []
+    for item in items:
+        cid, iid = item.collection_id, item.image_id
+        for rel in (layout.image_sidecar(cid, iid), layout.resampled_file(cid, iid),
+                    layout.resampled_sidecar(cid, iid), layout.words_file(cid, iid)):
+            git(ctx.root, "rm", "-q", "--ignore-unmatch", "--", str(rel), check=False)
+        path = image_path_of(ctx.root, cid, iid)
+        if path:
+            git(ctx.root, "rm", "-q", "--", path)
+        results.append(Result("prune", Status.OK, iid, cid,
+                              message=f"{item.change.value}; removed from "
+                                      f"{layout.collection_dir(cid)}"))
+    return results

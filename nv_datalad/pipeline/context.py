@@ -1,0 +1,63 @@
+"""What every stage of one build reads: the spec, the dataset, the server, the annex.
+
+Read-only by convention: stages communicate through the values they return (selection,
+plan, result records), never through this object.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from nv_datalad._version import __version__
+from nv_datalad.dataset.annex import Annex, configure_loopback
+from nv_datalad.dataset.files import utcnow
+from nv_datalad.neurovault.client import NeuroVaultClient
+from nv_datalad.records import PROVENANCE_KEY
+from nv_datalad.spec import Spec
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    spec: Spec
+    root: Path
+    base_url: str
+    client: NeuroVaultClient | None  # None: offline, the dataset is the server
+    annex: Annex
+    jobs: int
+    checkpoint: int
+    recheck: bool = False  # trust no date, no remembered Neurosynth miss
+    progress: Progress = no_progress
+
+    def file_url(self, record: Mapping[str, Any]) -> str | None:
+        """The http(s) URL to fetch a record's file from (None: refused)."""
+        return self.client.file_url(record) if self.client else record.get("file")
+
+    def provenance(self, **extra: str) -> dict[str, str]:
+        """The ``nv_datalad`` key of a sidecar written now."""
+        return {"server": self.base_url, "retrieved_at": utcnow(), "tool_version": __version__,
+                **extra}
+
+    def sidecar(self, record: Mapping[str, Any], provenance: Mapping[str, Any]) -> dict:
+        return {**record, PROVENANCE_KEY: dict(provenance)}
+
+    def allow_loopback(self, urls: Iterable[str]) -> None:
+        hosts = {urlsplit(u).hostname or "" for u in urls}
+        for ip in configure_loopback(self.root, hosts):
+            log.info(
+                "set annex.security.allowed-ip-addresses to include %s in %s/.git/config so "
+                "git-annex may download from this loopback server (clones need the same)",
+                ip, self.root,
+            )

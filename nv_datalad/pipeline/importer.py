@@ -1,0 +1,129 @@
+"""Bring image files into the annex: one streamed GET per file, or registration only.
+
+``content: download``: each file is downloaded once and handed, the moment it lands, to
+long-lived ``git annex add`` / ``registerurl`` / ``metadata`` batch processes, so git-annex works
+while the network does (``addurl`` would send a HEAD before every GET). Keys are checksums and
+the web URL is registered, so ``datalad get`` can fetch it again after a drop.
+``content: register``: ``addurl`` without downloading (URL keys).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nv_datalad.dataset import layout
+from nv_datalad.dataset.annex import discard, metadata_line
+from nv_datalad.dataset.runner import reply_error
+from nv_datalad.neurovault.records import normalise_nulls
+from nv_datalad.pipeline.context import BuildContext
+from nv_datalad.pipeline.plan import PlannedImage
+from nv_datalad.records import ANNEX_METADATA_FIELDS, Result, Status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One image now in the annex at ``path`` under ``key``, fetched from ``url``."""
+
+    item: PlannedImage
+    path: str
+    url: str
+    key: str
+
+
+def annex_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The git-annex metadata of an image key (what ``git annex find --metadata`` selects on)."""
+    clean = normalise_nulls(record)
+    fields = {f: clean.get(f) for f in ANNEX_METADATA_FIELDS}
+    fields["image_id"] = record.get("id")
+    fields["collection_id"] = record.get("collection_id")
+    return fields
+
+
+def failure(action: str, item: PlannedImage, message: str) -> Result:
+    log.warning("%s", message)
+    return Result(action, Status.ERROR, item.image_id, item.collection_id, message=message)
+
+
+def place(ctx: BuildContext, items: Sequence[PlannedImage], *, action: str,
+          on_reply: Callable[[int], None] | None = None) -> tuple[list[Placed], list[Result]]:
+    """Annex ``items``; returns what landed and one failure record per image that did not."""
+    failures: list[Result] = []
+    todo: list[tuple[PlannedImage, str]] = []
+    for item in items:
+        url = ctx.file_url(item.record or {})
+        if url is None:
+            failures.append(failure(action, item, f"image {item.image_id}: file URL is not "
+                                                  f"http(s): {(item.record or {}).get('file')!r}"))
+        else:
+            todo.append((item, url))
+    ctx.allow_loopback(url for _, url in todo)  # file URLs may name another host
+    if ctx.spec.content == "download":
+        placed = _download(ctx, todo, action, on_reply, failures)
+    else:
+        placed = _register(ctx, todo, action, on_reply, failures)
+    if not ctx.spec.keep_content and ctx.spec.content == "download":
+        for path, err in ctx.annex.drop([p.path for p in placed]).items():
+            log.warning("could not drop %s after hashing: %s", path, err)
+    return placed, failures
+
+
+def _download(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], action: str,
+              on_reply: Callable[[int], None] | None, failures: list[Result]) -> list[Placed]:
+    from nv_datalad.neurovault.download import Wanted, fetch_all
+
+    assert ctx.client is not None
+    placed: list[Placed] = []
+    done = [0]
+    with ctx.annex.batch("add") as add, ctx.annex.batch("registerurl") as reg, \
+            ctx.annex.batch("metadata") as meta:
+
+        def landed(index: int, got: Any) -> None:
+            item, url = todo[index]
+            done[0] += 1
+            if on_reply is not None:
+                on_reply(done[0])
+            if not got.ok:
+                failures.append(failure(action, item, f"image {item.image_id}: {got.error} "
+                                                      f"({url})"))
+                return
+            key = add.ask(got.path).get("key")
+            problem = "git annex add failed" if not key else reply_error(reg.ask(f"{key} {url}"))
+            if problem:
+                failures.append(failure(action, item, f"image {item.image_id}: {problem}"))
+                discard(ctx.root, got.path)
+                return
+            err = reply_error(meta.ask(metadata_line(annex_fields(item.record or {}), key=key)))
+            if err:
+                log.warning("image %s: annex metadata not set: %s", item.image_id, err)
+            placed.append(Placed(item, got.path, url, key))
+
+        fetch_all(ctx.client.file_session, ctx.root,
+                  [Wanted(url, item.collection_id, item.image_id) for item, url in todo],
+                  workers=ctx.jobs, on_result=landed)
+    return placed
+
+
+def _register(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], action: str,
+              on_reply: Callable[[int], None] | None, failures: list[Result]) -> list[Placed]:
+    by_path = {
+        str(layout.image_file(item.collection_id, item.image_id, layout.image_extension(url))):
+            (item, url)
+        for item, url in todo
+    }
+    placed = []
+    for res in ctx.annex.addurls([(url, rel) for rel, (_, url) in by_path.items()],
+                                 on_reply=on_reply):
+        item, url = by_path[res.path]
+        if res.ok:
+            placed.append(Placed(item, res.path, url, res.key or ""))
+        else:
+            failures.append(failure(action, item, f"image {item.image_id}: {res.error} ({url})"))
+    errors = ctx.annex.set_metadata([(p.path, annex_fields(p.item.record or {})) for p in placed])
+    for path, err in errors.items():
+        log.warning("%s: annex metadata not set: %s", path, err)
+    return placed
