@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nv_datalad import __version__
+from nv_datalad._version import __version__
 from nv_datalad.errors import NvDataladError
 
 log = logging.getLogger("nv_datalad")
@@ -74,11 +74,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fsck", action="store_true", help="skip git annex fsck")
 
     p = sub.add_parser("emulator", help="serve the bundled NeuroVault emulator")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=None, help="default: the embedded port")
-    p.add_argument("--corpus", default="demo", choices=["demo", "bench"])
-    p.add_argument("--images", type=int, default=None, help="bench corpus size")
-    p.add_argument("--seed", type=int, default=0)
+    from nv_datalad.emulator import cli as emulator_cli
+
+    emulator_cli.add_arguments(p)
 
     p = sub.add_parser("resample", help="resample images listed in a manifest (datalad run)")
     from nv_datalad.derivatives import resample
@@ -139,7 +137,7 @@ class _Bars:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from nv_datalad.build.pipeline import build
+    from nv_datalad.pipeline import build
 
     bars = _Bars(sys.stderr.isatty() and not args.quiet)
     try:
@@ -166,7 +164,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    from nv_datalad.consumers.get import explain_annex_equivalent, get
+    from nv_datalad.consumers.get import get
+    from nv_datalad.spec.where import explain_annex_equivalent
 
     results = get(Path(args.dataset), args.where, resampled=args.resampled, jobs=args.jobs)
     for r in results:
@@ -193,14 +192,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
-    from nv_datalad.emulator import DEFAULT_PORT, serve_forever
+    from nv_datalad.emulator import cli as emulator_cli
 
-    port = DEFAULT_PORT if args.port is None else args.port
-    try:
-        serve_forever(args.host, port, args.corpus, n_images=args.images, seed=args.seed)
-    except KeyboardInterrupt:
-        log.info("emulator stopped")
-    return 0
+    return emulator_cli.run(args)
 
 
 def _cmd_resample(args: argparse.Namespace) -> int:
@@ -216,7 +210,7 @@ def _cmd_vectorize(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from nv_datalad.spec.model import schema
+    from nv_datalad.spec import schema
 
     print(json.dumps(schema(), indent=2))
     return 0
@@ -236,7 +230,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from nv_datalad.dataset.annex import ensure_tools_on_path
+    from nv_datalad.dataset.runner import ensure_tools_on_path
 
     parser = make_parser()
     args = parser.parse_args(argv)

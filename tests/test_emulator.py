@@ -8,6 +8,9 @@ mutations, faults and slow networks. nilearn's own fetcher is used as an indepen
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import datetime
@@ -20,8 +23,9 @@ import pytest
 import requests
 
 from nv_datalad.emulator import SAMPLE_IMAGE_ID, Emulator
+from nv_datalad.emulator.constants import is_loopback
+from nv_datalad.emulator.hostile import HOSTILE_KINDS
 from nv_datalad.emulator.neurosynth import VOCABULARY
-from nv_datalad.emulator.server import _is_loopback
 
 TIMEOUT = 10
 PRIVATE_COLLECTION = 4343
@@ -480,8 +484,8 @@ def test_control_endpoint_mirrors_the_python_api(emulator):
 
 
 def test_control_endpoint_only_trusts_loopback_addresses():
-    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("::ffff:127.0.0.1")
-    assert not _is_loopback("192.168.1.20") and not _is_loopback("10.0.0.1")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("::ffff:127.0.0.1")
+    assert not is_loopback("192.168.1.20") and not is_loopback("10.0.0.1")
 
 
 # ---- Neurosynth
@@ -554,3 +558,140 @@ def test_nilearns_default_terms_select_most_of_the_demo(shared_emulator):
     public = public_images(shared_emulator)
     selected = [r for r in public if keep(r)]
     assert 50 <= len(selected) <= 60 < len(public)
+
+
+# ---- knobs for the planner's URL-change branch and for hostile input (issues 17, 18)
+
+
+def test_moved_file_serves_the_same_bytes_under_a_new_url(emulator):
+    before = emulator.images[SAMPLE_IMAGE_ID]
+    old_bytes = requests.get(before["file"], timeout=TIMEOUT).content
+    new_url = emulator.move_file(SAMPLE_IMAGE_ID)
+    after = get_json(f"{emulator.url}/api/images/{SAMPLE_IMAGE_ID}/")
+    assert after["file"] == new_url != before["file"]
+    assert new_url.rsplit("/", 1)[1] == before["file"].rsplit("/", 1)[1], "same file name"
+    assert new_url.count("/") == before["file"].count("/") + 1, "one new path segment"
+    assert datetime.fromisoformat(after["modify_date"]) > datetime.fromisoformat(
+        before["modify_date"]
+    )
+    assert after["file_size"] == before["file_size"]
+    assert requests.get(before["file"], timeout=TIMEOUT).status_code == 404
+    assert requests.get(new_url, timeout=TIMEOUT).content == old_bytes
+    listed = get_json(f"{emulator.url}/api/collections/{before['collection_id']}/images/")
+    assert new_url in {r["file"] for r in listed["results"]}
+
+
+def test_hostile_records_are_listed_like_any_other_image(emulator):
+    target = min(c for c, r in emulator.collections.items() if not r["private"] and c != 5012)
+    injected = {kind: emulator.add_hostile_images(kind) for kind in HOSTILE_KINDS}
+    records = {iid: emulator.images[iid] for ids in injected.values() for iid in ids}
+    listed, _ = walk(f"{emulator.url}/api/collections/{target}/images/?limit=1000")
+    everywhere, _ = walk(f"{emulator.url}/api/images/?limit=1000")
+    for iid, record in records.items():
+        assert record in listed and record in everywhere, iid
+    assert len(records) == len(set(records)) == len(HOSTILE_KINDS) + 3  # 2 traversal, 3 schemes
+
+    def one(kind: str) -> dict:
+        return records[injected[kind][0]]
+
+    traversal = [records[i] for i in injected["traversal-name"]]
+    assert traversal[0]["name"].startswith("../") and traversal[1]["name"].startswith("/")
+    for record, iid in zip(traversal, injected["traversal-name"], strict=True):
+        assert "%2F" in record["file"]
+        assert requests.get(record["file"], timeout=TIMEOUT).content == emulator.image_bytes(iid)
+    assert "\x00" in one("nul-name")["name"] and "%00" in one("nul-name")["file"]
+    assert len(one("long-name")["name"]) >= 5000
+    assert one("string-id")["id"] == "12a" and one("negative-id")["id"] < 0
+    assert one("string-collection-id")["collection_id"] == "abc"
+    foreign = one("foreign-collection-id")["collection_id"]
+    assert foreign != target and foreign in emulator.collections
+    schemes = {records[i]["file"].split(":", 1)[0] for i in injected["file-url-scheme"]}
+    assert schemes == {"file", "ftp", "javascript"}
+    credentials = one("credentials-url")["file"]
+    assert "user:secret@" in credentials
+    assert requests.get(credentials, timeout=TIMEOUT).content == emulator.image_bytes(
+        injected["credentials-url"][0]
+    )
+    assert "\n" in one("newline-url")["file"]
+    assert one("bad-file-size")["file_size"] == "12 MB"
+    assert len(one("huge-record")["description"]) >= 4 << 20
+    # the generic knob behind the presets
+    iid = emulator.inject_record(target, {"name": "typed by a stranger", "file_size": 0})
+    assert get_json(f"{emulator.url}/api/images/{iid}/")["name"] == "typed by a stranger"
+    with pytest.raises(ValueError, match="traversal-name"):
+        emulator.add_hostile_images("no-such-kind")
+
+
+def test_one_listing_page_can_answer_html_or_truncated_json(emulator):
+    url = emulator.url
+    emulator.break_page("/api/images/", "html-page", offset=10)
+    assert get_json(f"{url}/api/images/?limit=10")["next"].endswith("offset=10")
+    broken = requests.get(f"{url}/api/images/?limit=10&offset=10", timeout=TIMEOUT)
+    assert broken.status_code == 200
+    assert broken.headers["Content-Type"].startswith("text/html")
+    assert get_json(f"{url}/api/images/?limit=10&offset=20")["results"]
+    assert requests.get(f"{url}/api/images/?offset=10", timeout=TIMEOUT).text == broken.text
+    emulator.break_page("/api/collections/35/images/", "truncated-json", times=1)
+    truncated = requests.get(f"{url}/api/collections/35/images/", timeout=TIMEOUT)
+    assert truncated.status_code == 200 and truncated.headers["Content-Type"] == "application/json"
+    with pytest.raises(ValueError):
+        truncated.json()
+    assert len(get_json(f"{url}/api/collections/35/images/")["results"]) > 5, "only once"
+    emulator.clear_page_faults()
+    assert get_json(f"{url}/api/images/?limit=10&offset=10")["results"]
+
+
+def test_bench_corpus_at_whole_neurovault_scale_with_tiny_files(tmp_path):
+    with Emulator(corpus="bench", n_images=100_000, tiny=True) as emu:
+        collections = {c: r for c, r in emu.collections.items() if not r["private"]}
+        assert get_json(f"{emu.url}/api/images/?limit=1")["count"] == 100_000
+        assert get_json(f"{emu.url}/api/collections/?limit=1")["count"] == len(collections)
+        assert len(collections) >= 2000
+        approx = sorted(((r["number_of_images"] or 0, c) for c, r in collections.items()),
+                        reverse=True)  # fmt: skip
+        exact = {
+            c: get_json(f"{emu.url}/api/collections/{c}/images/?limit=1")["count"]
+            for _, c in approx[:10]
+        }
+        sizes = sorted(exact.values(), reverse=True)
+        assert sizes[0] > 10_000, "one collection over 10,000 images"
+        assert sum(s >= 1000 for s in sizes) >= 4, "a few with thousands"
+        assert approx[len(approx) // 2][0] <= 20, "most collections are small"
+        first = get_json(f"{emu.url}/api/collections/{approx[0][1]}/images/?limit=3")["results"]
+        body = requests.get(first[0]["file"], timeout=TIMEOUT).content
+        assert len(body) == first[0]["file_size"] < 1000
+        path = tmp_path / first[0]["file"].rsplit("/", 1)[1]
+        path.write_bytes(body)
+        assert nib.load(path).shape == (4, 4, 4)
+
+
+def test_bench_size_distribution_scales_down(bench):
+    sizes = Counter(i["collection_id"] for i in public_images(bench))
+    assert sum(sizes.values()) == 1200
+    assert sizes.most_common(1)[0][1] == 1200 // 4
+
+
+def test_emulator_module_serves_the_bench_corpus_until_interrupted():
+    argv = [sys.executable, "-m", "nv_datalad.emulator", "--corpus", "bench", "--images", "300",
+            "--tiny", "--port", "0"]  # fmt: skip
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        announced = next(line for line in proc.stderr if "serving at" in line)
+        url = announced.rsplit(" ", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert get_json(f"{url}/api/images/?limit=1")["count"] == 300
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "emulator stopped" in err
+
+
+@pytest.mark.parametrize("entry", [["nv_datalad.emulator"], ["nv_datalad.cli", "emulator"]])
+def test_both_emulator_commands_refuse_a_non_loopback_host(entry):
+    done = subprocess.run([sys.executable, "-m", *entry, "--host", "0.0.0.0"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'0.0.0.0'" in lines[0] and "loopback only" in lines[0]

@@ -52,11 +52,6 @@ def format_date(instant: datetime, style: DateStyle) -> str:
     return utc.astimezone(berlin_offset(utc)).isoformat()
 
 
-def parse_date(text: str) -> datetime:
-    """Parse either style back to an aware datetime (``fromisoformat`` accepts ``Z`` in 3.11)."""
-    return datetime.fromisoformat(text)
-
-
 class LogicalClock:
     """Monotonic, deterministic source of "now" for mutations.
 

@@ -68,6 +68,9 @@ GRIDS: dict[str, Grid] = {
     "native": Grid("native", (48, 48, 30), (3.5, 3.5, 4.0), (-84.0, -95.0, -40.0)),
     # Tiny grid for the large "bench" corpus: metadata scale matters there, not voxels.
     "bench": Grid("bench", (15, 18, 15), (-12.0, 12.0, 12.0), (84.0, -120.0, -80.0)),
+    # Smallest useful volume (a few hundred bytes): the bench corpus with ``tiny`` measures
+    # repository cost, not bytes.
+    "tiny": Grid("tiny", (4, 4, 4), (-40.0, 40.0, 40.0), (60.0, -80.0, -60.0)),
 }
 
 
@@ -118,17 +121,26 @@ def volume_data(spec: VolumeSpec, seed: int, image_id: int, revision: int) -> np
     grid = GRIDS[spec.grid]
     shape = grid.shape
     rng = np.random.default_rng([seed, image_id, revision])
-    mask = _brain_mask(shape)
     kind = spec.kind
-    if kind is VolumeKind.LABELS:
-        blobs = np.stack(_blobs(rng, shape, 8))
-        labels = (np.argmax(blobs, axis=0) + 1).astype(np.int16)
-        labels[~mask] = 0
-        return labels
-    if kind is VolumeKind.MASK:
-        roi = np.add(*_blobs(rng, shape, 2)) > 0.3
-        return (roi & mask).astype(np.uint8)
-    field = _signed_field(rng, shape)
+    if spec.grid == "tiny":
+        # 64 voxels carry no anatomy: plain seeded noise, a fraction of the cost of blobs.
+        field = rng.normal(0.0, 3.0, shape).astype(np.float32)
+        mask = np.ones(shape, dtype=bool)
+        if kind is VolumeKind.LABELS:
+            return (np.abs(field).astype(np.int16) % 8 + 1).astype(np.int16)
+        if kind is VolumeKind.MASK:
+            return (field > 0).astype(np.uint8)
+    else:
+        mask = _brain_mask(shape)
+        if kind is VolumeKind.LABELS:
+            blobs = np.stack(_blobs(rng, shape, 8))
+            labels = (np.argmax(blobs, axis=0) + 1).astype(np.int16)
+            labels[~mask] = 0
+            return labels
+        if kind is VolumeKind.MASK:
+            roi = np.add(*_blobs(rng, shape, 2)) > 0.3
+            return (roi & mask).astype(np.uint8)
+        field = _signed_field(rng, shape)
     if kind is VolumeKind.POSITIVE:
         field = field**2 / 4.0
     elif kind is VolumeKind.PVALUE:
