@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ import nibabel as nib
 import numpy as np
 import scipy.sparse
 import yaml
+from helpers import git
 
-from nv_datalad.build.readme import render_readme
 from nv_datalad.consumers.cite import cff_for
 from nv_datalad.dataset import layout
+from nv_datalad.pipeline.readme import render_readme
 from nv_datalad.records import (
     ANNEX_METADATA_FIELDS,
     COLLECTION_COLUMNS,
@@ -101,11 +101,6 @@ class FactoryDataset:
     def image_path(self, image_id: int) -> str:
         cid, ext, _ = IMAGES[image_id]
         return str(layout.image_file(cid, image_id, ext))
-
-
-def git(path: Path, *args: str, input: str | None = None) -> str:
-    return subprocess.run(["git", "-C", str(path), *args], input=input, capture_output=True,
-                          text=True, check=True).stdout
 
 
 def _nifti(image_id: int, ext: str, path: Path) -> None:
@@ -262,21 +257,3 @@ def make_dataset(root: Path) -> FactoryDataset:
     git(root, "tag", "-a", "v1.1.0", "-m", "v1.1.0")
     v2 = git(root, "rev-parse", "HEAD").strip()
     return FactoryDataset(path=root, dataset_id=dataset_id, v1_commit=v1, v2_commit=v2)
-
-
-_SHARED: dict[str, FactoryDataset] = {}
-
-
-def shared_dataset(tmp_path_factory) -> FactoryDataset:
-    """One dataset per test session for read-only tests (never modify it; clone it)."""
-    if "ds" not in _SHARED:
-        _SHARED["ds"] = make_dataset(tmp_path_factory.mktemp("factory") / "ds")
-    return _SHARED["ds"]
-
-
-def clone(source: FactoryDataset, dest: Path) -> Path:
-    """A ``datalad clone`` of the dataset: metadata present, annexed content absent."""
-    import datalad.api as dl
-
-    dl.clone(source=str(source.path), path=str(dest), result_renderer="disabled")
-    return dest

@@ -1,4 +1,5 @@
-"""Small helpers shared by the build tests: write a spec, run the CLI, read a dataset."""
+"""Small helpers shared by the tests: the one git runner, write and build a spec, run the CLI,
+read a dataset, and nilearn's fetcher as the oracle."""
 
 from __future__ import annotations
 
@@ -9,6 +10,20 @@ from pathlib import Path
 import yaml
 
 from nv_datalad.cli import main
+
+#: What the README says nilearn's default terms select from the demo corpus.
+DEMO_DEFAULT_IMAGES = 57
+
+
+def git(repo: Path, *args: str, input: str | None = None) -> str:
+    """``git -C repo ARGS``, the one way tests call git: a failure raises
+    ``CalledProcessError`` carrying stdout and stderr, so a test can assert on a refusal."""
+    return subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def annex(repo: Path, *args: str, input: str | None = None) -> str:
+    return git(repo, "annex", *args, input=input)
 
 
 def write_spec(tmp_path: Path, server: str, name: str = "test-ds", **fields) -> Path:
@@ -23,13 +38,20 @@ def nv(*args: str) -> int:
     return main([str(a) for a in args])
 
 
-def git(ds: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(ds), *args], capture_output=True, text=True,
-                          check=True).stdout
+def build(tmp_path: Path, server: str, **fields) -> tuple[Path, Path]:
+    """Write a spec and build it into ``tmp_path/ds``, which must succeed: (spec, dataset)."""
+    spec = write_spec(tmp_path, server, **fields)
+    ds = tmp_path / "ds"
+    assert nv("build", spec, "-d", ds) == 0
+    return spec, ds
 
 
-def annex(ds: Path, *args: str) -> str:
-    return git(ds, "annex", *args)
+def clone(source: Path, dest: Path) -> Path:
+    """A ``datalad clone``: metadata present, annexed content absent."""
+    import datalad.api as dl
+
+    dl.clone(source=str(source), path=str(dest), result_renderer="disabled")
+    return dest
 
 
 def image_ids(ds: Path) -> set[int]:

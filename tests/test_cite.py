@@ -16,13 +16,13 @@ from collections import Counter
 import jsonschema
 import pytest
 import yaml
-from dataset_factory import COLLECTIONS, IMAGES, SERVER, SPEC, FactoryDataset, clone, git
-from dataset_factory import shared_dataset as _shared
+from dataset_factory import COLLECTIONS, IMAGES, SERVER, SPEC, FactoryDataset
+from helpers import git
 
-from nv_datalad.build.readme import render_readme
 from nv_datalad.consumers import cite
 from nv_datalad.dataset import layout
 from nv_datalad.dataset import revision as versions
+from nv_datalad.pipeline.readme import render_readme
 
 # --- a strict BibTeX reader ------------------------------------------------------------------
 
@@ -190,11 +190,6 @@ def test_the_cff_schema_rejects_what_cff_rejects():
 
 # --- citing a dataset ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def ds(tmp_path_factory) -> FactoryDataset:
-    return _shared(tmp_path_factory)
-
-
 def test_citation_facts_at_head_and_at_an_old_tag(ds):
     head = cite.citation(ds.path)
     assert (head.version, head.commit, head.exact) == ("v1.1.0", ds.v2_commit, True)
@@ -216,8 +211,8 @@ def test_text_names_id_tag_commit_and_every_collection(ds):
         assert needle in text, needle
 
 
-def test_citing_a_commit_after_the_last_tag(ds, tmp_path):
-    repo = clone(ds, tmp_path / "clone")
+def test_citing_a_commit_after_the_last_tag(ds_clone):
+    repo = ds_clone()
     (repo / "notes.txt").write_text("local change\n")
     git(repo, "add", "notes.txt")
     git(repo, "commit", "-q", "-m", "local")

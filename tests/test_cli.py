@@ -13,7 +13,17 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import annex, git, image_ids, nv, tags, write_spec
+from helpers import (
+    DEMO_DEFAULT_IMAGES,
+    annex,
+    clone,
+    git,
+    image_file,
+    image_ids,
+    nv,
+    tags,
+    write_spec,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,22 +94,19 @@ def test_emulator_command_serves_until_interrupted():
     assert f"127.0.0.1:{port}" in err
 
 
-def test_get_and_cite_on_a_built_dataset(shared_emulator, tmp_path, capsys):
-    import datalad.api as dl
-
-    spec = write_spec(tmp_path, shared_emulator.url, max_images=12)
-    ds = tmp_path / "ds"
-    assert nv("build", spec, "-d", ds) == 0
-    clone = tmp_path / "clone"
-    dl.clone(source=str(ds), path=str(clone), result_renderer="disabled")
+def test_get_and_cite_on_a_built_dataset(shared_emulator, built, tmp_path, capsys):
+    ds = built
+    repo = clone(ds, tmp_path / "clone")
     capsys.readouterr()
-    assert nv("get", "-d", clone, "--where", "map_type=Z map") == 0
+    assert nv("get", "-d", repo, "--where", "map_type=Z map") == 0
     out = capsys.readouterr().out
     assert "git annex get --metadata" in out
-    present = set(annex(clone, "find").split())
-    z = set(annex(clone, "find", "--include=*", "--metadata", "map_type=Z map").split())
-    assert present == z and z
-    assert nv("cite", "-d", clone, "--format", "text") == 0
+    present = set(annex(repo, "find").split())
+    z = set(annex(repo, "find", "--include=*", "--metadata", "map_type=Z map").split())
+    assert present == z == {str(image_file(ds, i).relative_to(ds)) for i in image_ids(ds)
+                            if shared_emulator.images[i]["map_type"] == "Z map"}
+    assert z, "the demo selection has Z maps"
+    assert nv("cite", "-d", repo, "--format", "text") == 0
     text = capsys.readouterr().out
     dsid = git(ds, "config", "-f", ".datalad/config", "datalad.dataset.id").strip()
     assert dsid in text and "v1.0.0" in text and git(ds, "rev-parse", "HEAD").strip() in text
@@ -107,11 +114,12 @@ def test_get_and_cite_on_a_built_dataset(shared_emulator, tmp_path, capsys):
         doi = json.loads(sc.read_text()).get("DOI")
         if doi:
             assert doi in text
-    assert nv("cite", "-d", clone, "--format", "bibtex") == 0
-    assert "@" in capsys.readouterr().out
+    assert nv("cite", "-d", repo, "--format", "bibtex") == 0
+    bib = capsys.readouterr().out
+    assert bib.startswith("@misc{") and dsid in bib and "v1.0.0" in bib
 
 
-def test_readme_demo_command(tmp_path):
+def test_readme_demo_command(default_selection, tmp_path):
     """`nv-datalad build specs/demo.yaml` with the embedded emulator: no internet needed."""
     env = dict(os.environ)
     proc = subprocess.run(
@@ -120,14 +128,15 @@ def test_readme_demo_command(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     ds = tmp_path / "nv-datalad-demo"
     assert tags(ds) == ["v1.0.0"]
-    assert len(image_ids(ds)) > 40
+    assert image_ids(ds) == default_selection  # nilearn's default terms on the same corpus
+    assert len(image_ids(ds)) == DEMO_DEFAULT_IMAGES
     log = git(ds, "log", "--format=%s")
     assert "[DATALAD RUNCMD]" in log  # resampling and words are recorded runs
     assert (ds / "derivatives" / "neurosynth" / "vocabulary.txt").is_file()
     assert len(list((ds / "neurovault").glob("*/image_*_resampled.nii.gz"))) == len(
         image_ids(ds))
     assert git(ds, "status", "--porcelain") == ""
-    subprocess.run(["git", "annex", "fsck", "--fast", "--quiet"], cwd=ds, check=True)
+    annex(ds, "fsck", "--fast", "--quiet")
     # Neurosynth words: the decoder fails for some ids, the build does not; one matrix row per
     # image and the vocabulary nilearn computes from the same files
     import numpy as np

@@ -9,26 +9,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from dataset_factory import (
-    IMAGES,
-    RESAMPLED,
-    WORDS,
-    FactoryDataset,
-    clone,
-    git,
-    shared_dataset,
-)
+from dataset_factory import IMAGES, RESAMPLED, WORDS
+from helpers import annex, git
 
 from nv_datalad.consumers.load import entries, images_table, load
 from nv_datalad.dataset import layout
 from nv_datalad.errors import DatasetError, SpecError
 
 FETCH_NEUROVAULT_KEYS = {"images", "images_meta", "collections_meta", "description"}
-
-
-@pytest.fixture(scope="module")
-def ds(tmp_path_factory) -> FactoryDataset:
-    return shared_dataset(tmp_path_factory)
 
 
 def ids(bunch) -> list[int]:
@@ -124,8 +112,8 @@ def test_get_at_an_old_version_is_refused(ds):
         load(ds.path, version="v1.0.0", get=True)
 
 
-def test_get_fetches_the_selected_content_in_a_clone(ds, tmp_path, caplog):
-    repo = clone(ds, tmp_path / "clone")
+def test_get_fetches_the_selected_content_in_a_clone(ds, ds_clone, caplog):
+    repo = ds_clone()
     with caplog.at_level(logging.WARNING, logger="nv_datalad.consumers.load"):
         lazy = load(repo, where=["map_type=Z map"])
     assert "word_frequencies" not in lazy  # the npz is annexed and not here yet
@@ -138,13 +126,13 @@ def test_get_fetches_the_selected_content_in_a_clone(ds, tmp_path, caplog):
     for path in data.images:
         assert nib.load(path).get_fdata().shape == (4, 5, 4)
     assert data.word_frequencies.shape[0] == 3
-    present = set(git(repo, "annex", "find").split())
+    present = set(annex(repo, "find").split())
     assert {ds.image_path(i) for i in (101, 102, 103)} <= present
     assert ds.image_path(104) not in present and ds.image_path(105) not in present
 
 
-def test_entries_need_no_content(ds, tmp_path):
-    repo = clone(ds, tmp_path / "clone")
+def test_entries_need_no_content(ds_clone):
+    repo = ds_clone()
     chosen = entries(repo, where={"map_type": "Z map"})
     assert [e.image_id for e in chosen] == [101, 102, 103]
     assert chosen[2].relpath.endswith("image_103.nii")  # uncompressed upload keeps .nii

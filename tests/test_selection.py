@@ -1,6 +1,6 @@
 """Selection details that the emulator cannot provoke (pure, no I/O)."""
 
-from nv_datalad.build.select import _Walk, _wanted_collection_ids
+from nv_datalad.pipeline.select import _Walk, _wanted_collection_ids
 
 
 def test_image_without_collection_id_gets_the_walked_one():

@@ -7,11 +7,24 @@ import json
 import subprocess
 
 import pytest
-from helpers import annex, git, head, image_file, image_ids, key_of, nv, sidecar, tags, write_spec
+from helpers import (
+    annex,
+    build,
+    clone,
+    git,
+    head,
+    image_file,
+    image_ids,
+    key_of,
+    nv,
+    sidecar,
+    tags,
+    write_spec,
+)
 
-from nv_datalad.build.plan import Change, make_plan, next_version, settle
-from nv_datalad.build.select import Selected
 from nv_datalad.dataset.annex import WEB_UUID
+from nv_datalad.pipeline.plan import Change, make_plan, next_version, settle
+from nv_datalad.pipeline.select import Selected
 
 # -- the planner, without git --------------------------------------------------------------
 
@@ -116,9 +129,9 @@ def test_only_changed_and_new_files_are_downloaded(updated):
     emu = updated["emu"]
     new_ids = {i for i, r in emu.images.items()
                if r.get("collection_id") == updated["new_collection"]}
-    assert new_ids
-    new_in_ds = new_ids & image_ids(updated["ds"])
-    assert set(updated["downloads"]) == set(updated["content"]) | new_in_ds
+    assert len(new_ids) == 3  # add_collection(n_images=3): default-selectable Z maps
+    assert new_ids <= image_ids(updated["ds"])
+    assert set(updated["downloads"]) == set(updated["content"]) | new_ids
     assert all(n == 1 for n in updated["downloads"].values())
 
 
@@ -170,9 +183,9 @@ def test_diff_reports_the_mutations(updated, capsys):
     assert d["content_changed"] == sorted(updated["content"])
     assert d["metadata_only"] == sorted(updated["meta"])
     assert d["removed"] == []
-    assert set(d["added"]) and all(
-        updated["emu"].images[i]["collection_id"] == updated["new_collection"]
-        for i in d["added"])
+    assert d["added"] == sorted(i for i, r in updated["emu"].images.items()
+                                if r["collection_id"] == updated["new_collection"])
+    assert len(d["added"]) == 3
 
 
 def test_verify_is_clean_after_the_update_except_the_deleted_image(updated, capsys):
@@ -193,45 +206,40 @@ def test_no_change_rebuild_makes_no_commit(updated):
 
 
 def _clone_at(ds, path, tag):
-    import datalad.api as dl
-
-    dl.clone(source=str(ds), path=str(path), result_renderer="disabled")
+    clone(ds, path)
     git(path, "config", "annex.security.allowed-ip-addresses", "127.0.0.1")
     git(path, "checkout", "-q", tag)
 
 
 def test_old_version_is_retrievable_from_the_archive(updated, tmp_path):
     ds = updated["ds"]
-    clone = tmp_path / "clone"
-    _clone_at(ds, clone, "v1.0.0")
+    repo = tmp_path / "clone"
+    _clone_at(ds, repo, "v1.0.0")
     iid = updated["content"][0]
-    rel = str(image_file(clone, iid).relative_to(clone))
-    git(ds, "annex", "drop", "--force", "--key", updated["old"][iid][0])  # origin lost it too
+    rel = str(image_file(repo, iid).relative_to(repo))
+    annex(ds, "drop", "--force", "--key", updated["old"][iid][0])  # origin lost it too
     # a directory remote's path is local: a clone enables it once (the README says how)
-    out = subprocess.run(["git", "annex", "enableremote", "nv-archive",
-                          f"directory={updated['archive']}"], cwd=clone, capture_output=True,
-                         text=True, check=True).stdout
+    out = annex(repo, "enableremote", "nv-archive", f"directory={updated['archive']}")
     safe_id = out.split("--safe", 1)[1].split()[0]  # git-annex asks to confirm the location
-    git(clone, "annex", "verifyremote", "nv-archive", "--safe", safe_id)
-    subprocess.run(["git", "annex", "get", rel], cwd=clone, check=True, capture_output=True)
-    assert (clone / rel).read_bytes() == updated["old"][iid][1]
+    annex(repo, "verifyremote", "nv-archive", "--safe", safe_id)
+    annex(repo, "get", rel)
+    assert (repo / rel).read_bytes() == updated["old"][iid][1]
 
 
 def test_without_archive_old_version_says_it_is_gone(emulator, tmp_path):
-    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=2)
-    ds = tmp_path / "ds"
-    assert nv("build", spec, "-d", ds) == 0
+    spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=2)
     iid = min(image_ids(ds))
     old_key = key_of(ds, iid)
     emulator.mutate_content(iid)
     assert nv("build", spec, "-d", ds) == 0
-    git(ds, "annex", "drop", "--force", "--key", old_key)
-    clone = tmp_path / "clone"
-    _clone_at(ds, clone, "v1.0.0")
-    rel = str(image_file(clone, iid).relative_to(clone))
-    proc = subprocess.run(["git", "annex", "get", rel], cwd=clone, capture_output=True, text=True)
-    assert proc.returncode != 0
-    text = proc.stdout + proc.stderr
+    annex(ds, "drop", "--force", "--key", old_key)
+    repo = tmp_path / "clone"
+    _clone_at(ds, repo, "v1.0.0")
+    rel = str(image_file(repo, iid).relative_to(repo))
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        annex(repo, "get", rel)
+    assert refused.value.returncode != 0
+    text = refused.value.stdout + refused.value.stderr
     assert "verification" not in text.lower() and "checksum" not in text.lower()
     assert "no known copies" in text.lower() or "not available" in text.lower() \
         or "no other repository" in text.lower()
@@ -252,9 +260,7 @@ def test_load_reads_old_metadata_at_an_old_tag(updated):
 
 
 def test_prune_removes_vanished_images_explicitly(emulator, tmp_path):
-    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=4)
-    ds = tmp_path / "ds"
-    assert nv("build", spec, "-d", ds) == 0
+    spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=4)
     gone = max(image_ids(ds))
     emulator.delete_image(gone)
     assert nv("build", spec, "-d", ds) == 0
@@ -266,10 +272,8 @@ def test_prune_removes_vanished_images_explicitly(emulator, tmp_path):
 
 
 def test_changed_source_gets_a_new_derivative_in_the_same_build(emulator, tmp_path):
-    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=2,
-                      resample={"voxel_size": 3})
-    ds = tmp_path / "ds"
-    assert nv("build", spec, "-d", ds) == 0
+    spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=2,
+                     resample={"voxel_size": 3})
     iid = min(image_ids(ds))
     (derived,) = (ds / "neurovault").glob(f"*/image_{iid}_resampled.json")
     assert json.loads(derived.read_text())["source_key"] == key_of(ds, iid)
@@ -286,29 +290,24 @@ def test_ria_store_archive_serves_old_versions_to_clones(emulator, tmp_path):
     """With ``archive: ria+file://...`` a plain `datalad clone` finds the old bytes itself."""
     import datalad.api as dl
 
-    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=2,
-                      archive=f"ria+file://{tmp_path / 'store'}")
-    ds = tmp_path / "ds"
-    assert nv("build", spec, "-d", ds) == 0
+    spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=2,
+                     archive=f"ria+file://{tmp_path / 'store'}")
     iid = min(image_ids(ds))
     old_key, old_bytes = key_of(ds, iid), emulator.image_bytes(iid)
     emulator.mutate_content(iid)
     assert nv("build", spec, "-d", ds) == 0
-    git(ds, "annex", "drop", "--force", "--key", old_key)  # only the store has it now
-    clone = tmp_path / "clone"
-    dl.clone(source=str(ds), path=str(clone), result_renderer="disabled")
-    git(clone, "checkout", "-q", "v1.0.0")
-    rel = str(image_file(clone, iid).relative_to(clone))
-    dl.get(path=str(clone / rel), dataset=str(clone), result_renderer="disabled")
-    assert (clone / rel).read_bytes() == old_bytes
+    annex(ds, "drop", "--force", "--key", old_key)  # only the store has it now
+    repo = clone(ds, tmp_path / "clone")
+    git(repo, "checkout", "-q", "v1.0.0")
+    rel = str(image_file(repo, iid).relative_to(repo))
+    dl.get(path=str(repo / rel), dataset=str(repo), result_renderer="disabled")
+    assert (repo / rel).read_bytes() == old_bytes
 
 
 def test_update_interrupted_between_remove_and_add_converges(emulator, tmp_path):
     """A build killed after removing a changed image's old file but before adding the new
     one leaves the image missing from the tree; the next build restores and updates it."""
-    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=2)
-    ds = tmp_path / "ds"
-    assert nv("build", spec, "-d", ds) == 0
+    spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=2)
     iid = min(image_ids(ds))
     rel = str(image_file(ds, iid).relative_to(ds))
     emulator.mutate_content(iid)
@@ -322,16 +321,14 @@ def test_update_interrupted_between_remove_and_add_converges(emulator, tmp_path)
 
 def test_recheck_downloads_everything_and_changes_nothing_when_nothing_changed(
         emulator, tmp_path):
-    spec = write_spec(tmp_path, emulator.url, mode="overwrite", max_images=3)
-    ds = tmp_path / "ds"
-    assert nv("build", spec, "-d", ds) == 0
+    spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=3)
     before = (head(ds), tags(ds))
     emulator.reset_counters()
     assert nv("build", spec, "-d", ds, "--recheck") == 0
     assert set(emulator.downloads) == image_ids(ds)  # every file was fetched and hashed
     assert (head(ds), tags(ds)) == before  # same keys: no commit, no tag
     assert git(ds, "status", "--porcelain") == ""
-    subprocess.run(["git", "annex", "fsck", "--fast", "--quiet"], cwd=ds, check=True)
+    annex(ds, "fsck", "--fast", "--quiet")
     for iid in image_ids(ds):  # the web still vouches for every key
         rel = str(image_file(ds, iid).relative_to(ds))
         where = json.loads(annex(ds, "whereis", "--json", rel))

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
-from dataset_factory import IMAGES, FactoryDataset, git, shared_dataset
+from dataset_factory import IMAGES
+from helpers import git
 
 from nv_datalad.dataset import layout
 from nv_datalad.dataset import revision as versions
 from nv_datalad.errors import DatasetError
-
-
-@pytest.fixture(scope="module")
-def ds(tmp_path_factory) -> FactoryDataset:
-    return shared_dataset(tmp_path_factory)
 
 
 def _repo_with_tags(path: Path, tags: list[str]) -> list[str]:
@@ -112,8 +108,7 @@ def test_sidecars_at_each_version(ds):
 
 def test_sidecars_read_with_a_constant_number_of_git_processes(ds, tmp_path):
     """Thousands of sidecars must not mean thousands of git processes: count real calls."""
-    real_git = subprocess.run(["which", "git"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+    real_git = shutil.which("git")
     log = tmp_path / "calls.log"
     wrapper = tmp_path / "bin" / "git"
     wrapper.parent.mkdir()
