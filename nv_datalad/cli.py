@@ -8,14 +8,18 @@ a traceback only with ``--debug``. Heavy modules are imported by the command tha
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from nv_datalad._version import __version__
 from nv_datalad.errors import NvDataladError
+from nv_datalad.options import CITE_FORMATS, DEFAULT_CHECKPOINT, DEFAULT_JOBS, MAX_JOBS, MODES
 
 log = logging.getLogger("nv_datalad")
 
@@ -25,70 +29,104 @@ def _add_dataset(p: argparse.ArgumentParser, default: str | None = ".") -> None:
                    help="the dataset (default: %(default)s)")
 
 
+def _bounded(low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high], with a message naming the bounds."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            span = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use a number {span}")
+        return value
+    return parse
+
+
+def _logging_flags(p: argparse.ArgumentParser, default: object) -> None:
+    """--debug/-q before or after the command (after: SUPPRESS keeps the global value)."""
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show tracebacks and debug logs")
+    p.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="only warnings and errors")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nv-datalad",
         description="NeuroVault statistical maps as versioned, citable DataLad datasets.",
     )
     parser.add_argument("--version", action="version", version=f"nv-datalad {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    _logging_flags(parser, False)
+    common = argparse.ArgumentParser(add_help=False)
+    _logging_flags(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    jobs = _bounded(1, MAX_JOBS)
 
-    p = sub.add_parser("build", help="create or update a dataset from a spec")
+    p = sub.add_parser("build", help="create or update a dataset from a spec", parents=[common])
     p.add_argument("spec", help="the YAML spec")
-    _add_dataset(p, default=None)
-    p.add_argument("--mode", choices=["download_new", "overwrite", "offline"],
-                   help="override the spec's mode")
-    p.add_argument("-J", "--jobs", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument("-d", "--dataset", default=None, metavar="PATH",
+                   help="the dataset (default: the dataset you stand in, else ./<spec name>)")
+    p.add_argument("--mode", choices=MODES, help="override the spec's mode")
+    p.add_argument("-J", "--jobs", type=jobs, default=DEFAULT_JOBS,
+                   help=f"parallel downloads, 1 to {MAX_JOBS} (default {DEFAULT_JOBS})")
     p.add_argument("--server", help="override the spec's server URL (or 'embedded')")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("--prune", action="store_true",
                    help="remove images that vanished or no longer match (kept by default)")
     p.add_argument("--recheck", action="store_true",
                    help="re-check every image's file on the server, whatever its modify_date")
-    p.add_argument("--checkpoint", type=int, default=500, metavar="N",
-                   help="commit every N new images (default 500)")
+    p.add_argument("--checkpoint", type=_bounded(1), default=DEFAULT_CHECKPOINT, metavar="N",
+                   help=f"commit every N new images (default {DEFAULT_CHECKPOINT})")
 
-    p = sub.add_parser("diff", help="images added/changed/removed between two versions")
+    p = sub.add_parser("diff", help="images added/changed/removed between two versions",
+                       parents=[common])
     _add_dataset(p)
     p.add_argument("old", nargs="?", help="tag or commit (default: the previous tag)")
     p.add_argument("new", nargs="?", help="tag or commit (default: HEAD)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("get", help="datalad get the images whose metadata matches")
+    p = sub.add_parser("get", help="datalad get the images whose metadata matches",
+                       parents=[common])
     _add_dataset(p)
     p.add_argument("--where", action="append", required=True, metavar="EXPR",
                    help="FIELD=VALUE, FIELD>=N, FIELD~=REGEX, FIELD=null ... (repeatable, ANDed)")
     p.add_argument("--resampled", action="store_true", help="get the resampled derivatives")
-    p.add_argument("-J", "--jobs", type=int, default=None)
+    p.add_argument("-J", "--jobs", type=jobs, default=None,
+                   help=f"parallel transfers, 1 to {MAX_JOBS} (default: DataLad's)")
 
-    p = sub.add_parser("cite", help="how to cite this exact dataset version")
+    p = sub.add_parser("cite", help="how to cite this exact dataset version", parents=[common])
     _add_dataset(p)
     p.add_argument("--version", dest="at", metavar="TAG", help="tag or commit (default: HEAD)")
-    p.add_argument("--format", choices=["text", "bibtex", "cff"], default="text")
+    p.add_argument("--format", choices=CITE_FORMATS, default=CITE_FORMATS[0],
+                   help="text (a paragraph and the list of collections), bibtex, or cff "
+                        "(CITATION.cff); default: %(default)s")
 
-    p = sub.add_parser("verify", help="check the dataset against the server and its content")
+    p = sub.add_parser("verify", help="check the dataset against the server and its content",
+                       parents=[common])
     _add_dataset(p)
     p.add_argument("--server", help="override the recorded server URL")
     p.add_argument("--no-fsck", action="store_true", help="skip git annex fsck")
 
-    p = sub.add_parser("emulator", help="serve the bundled NeuroVault emulator")
+    p = sub.add_parser("emulator", help="serve the bundled NeuroVault emulator",
+                       parents=[common])
     from nv_datalad.emulator import cli as emulator_cli
 
     emulator_cli.add_arguments(p)
 
-    p = sub.add_parser("resample", help="resample images listed in a manifest (datalad run)")
+    p = sub.add_parser("resample", help="resample images listed in a manifest (datalad run)",
+                       parents=[common])
     from nv_datalad.derivatives import resample
 
     resample.add_arguments(p)
 
-    p = sub.add_parser("vectorize-words", help="Neurosynth word matrix (datalad run)")
+    p = sub.add_parser("vectorize-words", help="Neurosynth word matrix (datalad run)",
+                       parents=[common])
     from nv_datalad.derivatives import neurosynth
 
     neurosynth.add_arguments(p)
 
-    sub.add_parser("schema", help="print the JSON Schema of the spec")
+    sub.add_parser("schema", help="print the JSON Schema of the spec", parents=[common])
     return parser
 
 
@@ -109,7 +147,10 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     root.propagate = False
-    # DataLad narrates each step at INFO; our own log says what matters.
+    # DataLad narrates each step at INFO; our own log says what matters. DataLad reads its
+    # level from the environment when it is imported (later, and in `datalad run` children).
+    level = "debug" if debug else "warning"
+    os.environ.setdefault("DATALAD_LOG_LEVEL", level)
     logging.getLogger("datalad").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
@@ -149,8 +190,6 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(report.summary())
         return 0
-    for r in report.failed:
-        log.warning("%s", r.message)
     print(f"{report.dataset}: {report.summary()}")
     return report.exit_status
 
@@ -188,7 +227,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     report = verify(Path(args.dataset), server=args.server, fsck=not args.no_fsck)
     for line in report.lines():
         print(line)
-    return 0 if report.ok else 1
+    return report.exit_status
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
@@ -243,10 +282,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"nv-datalad {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_status
-    except KeyboardInterrupt:
-        print("nv-datalad: interrupted; the dataset is valid and the next build resumes",
-              file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        done = getattr(exc, "committed", None)
+        kept = f"{done} images that had landed are committed; " if done else ""
+        print(f"nv-datalad {args.command}: interrupted; {kept}the dataset is valid, run the "
+              "same command again to finish", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `nv-datalad get ... | head`: the reader left, not an error
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stop the flush at exit
+        return 0
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC or args.debug:
+            raise
+        # A full disk anywhere (download, sidecar, git): what landed is kept, the next build
+        # (with space) recovers and finishes. Status 1: finished, not everything done.
+        print(f"nv-datalad {args.command}: error: disk full ({exc.filename or exc}); free some "
+              "space and run the same command again", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -68,9 +68,12 @@ def test_planner_classifies_every_kind_of_change():
 
 
 def test_download_new_leaves_existing_images_alone():
-    local = {2: _local(2, "2020-01-01T00:00:00Z")}
-    plan = make_plan([_sel(2, "2024-01-01T00:00:00Z", size=99)], local, mode="download_new")
-    assert [p.change for p in plan.items] == [Change.UNCHANGED]
+    """Newer on the server: download_new leaves the image alone, but says it is outdated
+    (not "unchanged"); an image whose date did not move is unchanged."""
+    local = {2: _local(2, "2020-01-01T00:00:00Z"), 3: _local(3, "2020-01-01T00:00:00Z")}
+    plan = make_plan([_sel(2, "2024-01-01T00:00:00Z", size=99), _sel(3, "2020-01-01T00:00:00Z")],
+                     local, mode="download_new")
+    assert [p.change for p in plan.items] == [Change.OUTDATED, Change.UNCHANGED]
 
 
 def test_recheck_forces_a_content_check():

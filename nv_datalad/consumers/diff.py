@@ -6,31 +6,14 @@ clone without any content and without network.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nv_datalad.dataset import revision as versions
+from nv_datalad.dataset.changes import Diff, compare
 from nv_datalad.errors import DatasetError
-from nv_datalad.records import PROVENANCE_KEY
 
 #: ``old`` for the first version: everything it holds counts as added.
 NOTHING = "(nothing)"
-
-
-@dataclass
-class Diff:
-    old: str
-    new: str
-    added: list[int] = field(default_factory=list)
-    content_changed: list[int] = field(default_factory=list)
-    metadata_only: list[int] = field(default_factory=list)
-    removed: list[int] = field(default_factory=list)
-    dates: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        data = asdict(self)
-        data["dates"] = {str(k): list(v) for k, v in self.dates.items()}
-        return data
 
 
 def default_range(dataset: Path) -> tuple[str, str]:
@@ -48,14 +31,6 @@ def default_range(dataset: Path) -> tuple[str, str]:
     return latest or tags[-1], "HEAD"
 
 
-def _without_provenance(sidecar: dict) -> dict:
-    return {k: v for k, v in sidecar.items() if k != PROVENANCE_KEY}
-
-
-def _key(sidecar: dict) -> str | None:
-    return (sidecar.get(PROVENANCE_KEY) or {}).get("key")
-
-
 def diff(dataset: Path, old: str | None = None, new: str | None = None) -> Diff:
     dataset = versions.ensure_repository(Path(dataset))
     if old is None:
@@ -65,20 +40,7 @@ def diff(dataset: Path, old: str | None = None, new: str | None = None) -> Diff:
     before = {} if old == NOTHING else versions.image_sidecars(
         dataset, versions.resolve(dataset, old))
     after = versions.image_sidecars(dataset, versions.resolve(dataset, new))
-    result = Diff(old=old, new=new)
-    for iid in sorted(set(before) | set(after)):
-        a, b = before.get(iid), after.get(iid)
-        if a is None:
-            result.added.append(iid)
-        elif b is None:
-            result.removed.append(iid)
-        elif _key(a) != _key(b):
-            result.content_changed.append(iid)
-            result.dates[iid] = (a.get("modify_date"), b.get("modify_date"))
-        elif _without_provenance(a) != _without_provenance(b):
-            result.metadata_only.append(iid)
-            result.dates[iid] = (a.get("modify_date"), b.get("modify_date"))
-    return result
+    return compare(before, after, old=old, new=new)
 
 
 def format_diff(d: Diff) -> str:

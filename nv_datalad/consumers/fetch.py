@@ -67,8 +67,7 @@ def fetch(dataset: Path, relpaths: Sequence[str], jobs: int | None = None) -> li
         except ValueError:
             status = Status.ERROR
         results.append(Result("get", status, iid, cid, rel, _message(res)))
-        level = logging.WARNING if status in (Status.ERROR, Status.IMPOSSIBLE) else logging.INFO
-        log.log(level, "get %s: %s %s", rel, status.value, results[-1].message)
+        log.debug("get %s: %s %s", rel, status.value, results[-1].message)  # the CLI prints
     return results
 
 

@@ -333,7 +333,7 @@ def images_table(dataset: Path | str, version: str | None = None) -> pd.DataFram
     root = versions.ensure_repository(Path(dataset))
     text = versions.read_text(root, _rev(root, version), layout.IMAGES_TSV)
     if text is None:
-        raise DatasetError(f"{root} has no {layout.IMAGES_TSV} (not a nv-datalad dataset?)")
+        raise versions.not_a_dataset(root, f"no {layout.IMAGES_TSV}")
     frame = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False,
                         na_values=[""], quoting=csv.QUOTE_NONE)
     for col in IMAGE_COLUMNS:

@@ -24,29 +24,58 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class VerifyReport:
+    """What verify found; each list is one kind of problem with its own way to repair it."""
+
     checked: int = 0
     updated: list[tuple[int, str | None, str | None]] = field(default_factory=list)
     size_changed: list[tuple[int, object, object]] = field(default_factory=list)
     vanished: list[int] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
-    fsck_problems: list[str] = field(default_factory=list)
+    #: the server could not be asked at all (the content was still checked)
+    server_error: str = ""
+    #: annexed files whose local content failed ``fsck`` (moved to .git/annex/bad by it)
+    corrupted: list[str] = field(default_factory=list)
+    #: annexed files without local content although the spec keeps content
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def drift(self) -> bool:
+        return bool(self.updated or self.size_changed or self.vanished or self.unreachable)
 
     @property
     def ok(self) -> bool:
-        return not (self.updated or self.size_changed or self.vanished or self.unreachable
-                    or self.fsck_problems)
+        return not (self.drift or self.corrupted or self.missing or self.server_error)
+
+    @property
+    def exit_status(self) -> int:
+        """2 when the server could not be asked (nothing to conclude about drift), 1 for any
+        problem found, 0 when everything matches."""
+        return 2 if self.server_error else 0 if self.ok else 1
 
     def lines(self) -> list[str]:
-        out = [f"checked {self.checked} images against the server"]
+        out = []
+        if self.server_error:
+            out.append(f"server: {self.server_error}; only the content was checked")
+        else:
+            out.append(f"checked {self.checked} images against the server")
         out += [f"drift: image {i} modify_date {a} → {b} on the server"
                 for i, a, b in self.updated]
         out += [f"drift: image {i} file_size {a} → {b} on the server"
                 for i, a, b in self.size_changed]
         out += [f"drift: image {i} is gone from the server" for i in self.vanished]
         out += [f"unreachable: {u}" for u in self.unreachable]
-        out += [f"fsck: {p}" for p in self.fsck_problems]
-        out.append("ok: the dataset matches the server" if self.ok else
-                   "drift found: run `nv-datalad build SPEC --mode overwrite` to update")
+        out += [f"corrupted: {p}" for p in self.corrupted]
+        out += [f"missing: {p} has no local content" for p in self.missing]
+        if self.updated or self.size_changed:
+            out.append("to update changed images: `nv-datalad build SPEC --mode overwrite`")
+        if self.vanished:
+            out.append("vanished images are kept on purpose; `nv-datalad build SPEC --prune` "
+                       "removes them")
+        if self.corrupted or self.missing:
+            out.append("to repair content: `datalad get PATH ...` fetches it again from the "
+                       "web and checks it against its key")
+        if self.ok:
+            out.append("ok: the dataset matches the server and its content is intact")
         return out
 
 
@@ -62,11 +91,21 @@ def verify(dataset: Path, *, server: str | None = None, fsck: bool = True) -> Ve
 
     root = Path(dataset).absolute()
     if not ds.is_dataset(root):
-        raise DatasetError(f"{root} is not a DataLad dataset")
+        raise versions.not_a_dataset(root, "not a DataLad dataset: no .datalad/config")
     report = VerifyReport()
     local = local_images(root)
     report.checked = len(local)
+    if fsck:
+        report.corrupted = _fsck(root)
+        if _keeps_content(root):
+            bad = {c.split(": ", 1)[0] for c in report.corrupted}
+            report.missing = [p for p in _absent(root) if p not in bad]
     with serving(server or recorded_server(root)) as base, NeuroVaultClient(base) as client:
+        try:
+            client.probe()
+        except NeuroVaultError as exc:
+            report.server_error = str(exc)
+            return report
         by_collection: dict[int, list[int]] = {}
         for iid, sc in local.items():
             by_collection.setdefault(int(sc.get("collection_id") or 0), []).append(iid)
@@ -86,8 +125,6 @@ def verify(dataset: Path, *, server: str | None = None, fsck: bool = True) -> Ve
                 continue
             for iid in sorted(by_collection[cid]):
                 _compare(report, iid, local[iid], remote.get(iid))
-    if fsck:
-        report.fsck_problems = _fsck(root)
     return report
 
 
@@ -103,15 +140,27 @@ def _compare(report: VerifyReport, iid: int, sidecar: dict, record: dict | None)
 
 
 def _fsck(root: Path) -> list[str]:
-    """``git annex fsck --fast`` over present content: sizes and presence, no re-hashing."""
-    proc = annex(root, "fsck", "--fast", "--json", "--json-error-messages", "--quiet",
-                 check=False)
+    """``git annex fsck --fast`` over present content (sizes and presence, no re-hashing):
+    every file that fails, by name, with git-annex's reason."""
+    proc = annex(root, "fsck", "--fast", "--json", "--json-error-messages", check=False)
     problems = []
     for rec in json_lines(proc.out):
         if not rec.get("success", True):
-            msgs = "; ".join(rec.get("error-messages") or []) or rec.get("note", "failed")
-            problems.append(f"{rec.get('file')}: {msgs}")
+            msgs = "; ".join(m.strip() for m in rec.get("error-messages") or [] if m.strip())
+            problems.append(f"{rec.get('file')}: {msgs or rec.get('note') or 'failed'}")
     return problems
+
+
+def _keeps_content(root: Path) -> bool:
+    spec = versions.read_spec(root)
+    return spec.get("content", "download") == "download" and spec.get("keep_content", True)
+
+
+def _absent(root: Path) -> list[str]:
+    """Annexed images whose content is not here (a drop, or fsck moved it to .git/annex/bad)."""
+    proc = annex(root, "find", "--not", "--in=here", "--include=*", "--", layout.NEUROVAULT_DIR,
+                 check=False)
+    return [p for p in proc.out.splitlines() if p and layout.parse_image_file(Path(p).name)]
 
 
 __all__ = ["VerifyReport", "verify"]

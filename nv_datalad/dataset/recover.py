@@ -1,50 +1,177 @@
-"""Undo what an interrupted build left half done, so every build starts from a valid state.
+"""Start every build from a committed, valid state: finish or undo what a killed one left.
 
-A kill can land anywhere: between a download and its ``git annex add``, between staging and
-committing, between removing an old image and adding its new version. The invariants the build
-keeps make each case recognisable here (a sidecar is written only after its image is annexed).
+A kill can land anywhere: between a download and its ``git annex add``, between writing a
+sidecar and committing it, inside ``datalad run``, between removing an old image and adding its
+new version. The build keeps invariants that make each leftover recognisable, and each has one
+safe treatment:
+
+- complete new images (annexed file + our sidecar, not yet committed): committed, so a rebuild
+  never downloads them again; the next version lists them (it diffs against the last tag);
+- partial downloads, an annexed file without its sidecar: removed, fetched again;
+- an image removed for replacement and not yet re-added, a refreshed sidecar not committed:
+  the committed version comes back (the server's newer date redoes the update);
+- derivatives written outside a finished ``datalad run``: removed, so every derivative in the
+  history stays inside a run record;
+- generated files (tables; README, CHANGES and citation of a release cut short, which its
+  uncommitted build record shows): restored, they are regenerated anyway;
+- nilearn's offline mode rewriting our sidecars (compact JSON plus its path keys): restored.
+
+Anything else uncommitted was made by a person: the build refuses to start (exit 2) rather than
+commit it, and says how to keep or drop it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import shutil
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 from nv_datalad.dataset import layout
 from nv_datalad.dataset.annex import discard
+from nv_datalad.dataset.files import dump_json
 from nv_datalad.dataset.runner import git
+from nv_datalad.errors import AnnexError, DatasetError
 
 log = logging.getLogger(__name__)
 
+#: Files every build regenerates from the sidecars (nobody edits these by hand).
+GENERATED = frozenset({layout.IMAGES_TSV, layout.COLLECTIONS_TSV, layout.SPEC_FILE})
+#: Written by the release after its build record, so they are ours only when an uncommitted
+#: build record shows a release was cut short; otherwise an edit is a person's.
+RELEASE_FILES = frozenset({layout.README, layout.CITATION, layout.CHANGES})
 
-def recover(root: Path) -> list[str]:
-    """Undo what an interrupted build left half done.
 
-    A sidecar is written only after its image was registered, so an image file without one
-    is a download in flight when the build stopped: it is removed and fetched again. An image
-    file missing from the tree was being replaced: the committed version comes back.
-    """
+@dataclass
+class Recovery:
+    """What recovery did, for the log and for tests."""
+
+    committed: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.committed or self.restored or self.removed)
+
+
+def _status(root: Path) -> list[tuple[str, str]]:
+    """(XY status, path) for every uncommitted path, untracked files listed one by one."""
+    out = git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all",
+              "--no-renames")
+    entries = []
+    for item in out.split("\0"):
+        if len(item) > 3:
+            entries.append((item[:2], item[3:]))
+    return entries
+
+
+def _without_nilearn_keys(data: object) -> object:
+    if not isinstance(data, dict):
+        return data
+    return {k: v for k, v in data.items() if "relative_path" not in k and "absolute_path" not in k}
+
+
+def _is_nilearn_rewrite(root: Path, rel: str) -> bool:
+    """nilearn's offline reader writes a sidecar back as compact JSON with ``relative_path``
+    keys (the paths of that machine). Same content otherwise: not a change of ours."""
+    try:
+        now = json.loads((root / rel).read_text(encoding="utf-8"))
+        before = json.loads(git(root, "show", f"HEAD:{rel}"))
+    except (OSError, ValueError, AnnexError):  # unreadable or not in HEAD: not nilearn's
+        return False
+    return now != before and _without_nilearn_keys(now) == _without_nilearn_keys(before)
+
+
+def _written_by_us(root: Path, rel: str) -> bool:
+    """A JSON file in our exact format (sorted keys, indent 2) with our provenance key."""
+    try:
+        text = (root / rel).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and dump_json(data) == text
+
+
+def _is_derivative(rel: str) -> bool:
+    name = PurePosixPath(rel).name
+    return rel.startswith(layout.NEUROSYNTH_DIR + "/") or "_resampled" in name \
+        or rel.startswith(layout.RESAMPLE_MANIFEST.rsplit(".", 1)[0]) \
+        or rel.startswith(".datalad/runinfo")
+
+
+def recover(root: Path) -> Recovery:
+    """Bring ``root`` back to a state a build may start from; see the module docstring."""
+    done = Recovery()
+    foreign: list[str] = []
+    to_commit: list[str] = []
+    restore: list[str] = []
+    remove: list[str] = []
+    entries = _status(root)
+    present = {rel for _, rel in entries}
+    release_cut_short = any(xy == "??" and rel.startswith(layout.BUILDS_DIR + "/")
+                            for xy, rel in entries)
+    generated = GENERATED | RELEASE_FILES if release_cut_short else GENERATED
+    for xy, rel in entries:
+        path = PurePosixPath(rel)
+        untracked = xy == "??"
+        deleted = "D" in xy
+        image = layout.parse_image_file(path.name)
+        cid = layout.ids_of(rel)[0]
+        if image is not None and cid is not None:
+            sidecar = str(path.parent / f"image_{image[0]}_metadata.json")
+            if deleted:
+                restore.append(rel)  # removed for replacement: the old version comes back
+            elif (root / sidecar).is_file() and (sidecar in present or
+                                                  _tracked(root, sidecar)):
+                to_commit.append(rel)  # annexed and described: a finished import
+            else:
+                remove.append(rel)
+        elif _is_derivative(rel) or rel in generated or rel.startswith(layout.BUILDS_DIR + "/"):
+            # made by datalad run or regenerated: never committed outside a run or a release
+            if untracked or "A" in xy:
+                remove.append(rel)
+            else:
+                restore.append(rel)
+        elif (rel.startswith(".datalad/") or rel == ".gitattributes") and (untracked or
+                                                                           "A" in xy):
+            to_commit.append(rel)  # a dataset whose creation was cut short
+        elif cid is not None and rel.endswith(".json") and not deleted:
+            if untracked and _written_by_us(root, rel):
+                to_commit.append(rel)  # a new sidecar or word file of a finished import
+            elif not untracked and _is_nilearn_rewrite(root, rel):
+                restore.append(rel)
+            elif not untracked and _written_by_us(root, rel):
+                restore.append(rel)  # a refresh not committed: the next build redoes it
+            else:
+                foreign.append(rel)
+        else:
+            foreign.append(rel)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
+                                          else "")
+        raise DatasetError(
+            f"{root} has uncommitted changes nv-datalad did not make: {shown}; keep them with "
+            f"`datalad save -d {root}` or drop them with `git -C {root} checkout -- PATH` / "
+            "`git clean`, then build again"
+        )
     shutil.rmtree(root / layout.DOWNLOAD_TMP, ignore_errors=True)  # partial downloads
-    removed = []
-    for cid, cdir in layout.iter_collection_dirs(root):
-        names = {e.name for e in os.scandir(cdir)}
-        for name in names:
-            parsed = layout.parse_image_file(name)
-            if parsed and f"image_{parsed[0]}_metadata.json" not in names:
-                rel = str(layout.image_file(cid, parsed[0], parsed[1]))
-                discard(root, rel)
-                removed.append(rel)
-    # An update interrupted between removing the old file and adding the new one: put the
-    # committed version back; the next overwrite build sees the newer date and redoes it.
-    deleted = set(git(root, "ls-files", "--deleted", "--", layout.NEUROVAULT_DIR).split())
-    deleted |= set(git(root, "diff", "--cached", "--name-only", "--diff-filter=D", "--",
-                       layout.NEUROVAULT_DIR).split())
-    restore = sorted(p for p in deleted if layout.parse_image_file(Path(p).name))
+    for rel in remove:  # nothing is touched before the check above has passed
+        discard(root, rel)
+        done.removed.append(rel)
     if restore:
         git(root, "checkout", "HEAD", "--", *restore)
-    if removed or restore:
-        log.info("recovered from an interrupted build: %d partial images removed, %d restored",
-                 len(removed), len(restore))
-    return removed + restore
+        done.restored += restore
+    if to_commit:
+        git(root, "add", "--", *to_commit)
+        git(root, "commit", "-q", "--no-verify", "-m",
+            f"nv-datalad: keep {len(to_commit)} files an interrupted build had finished")
+        done.committed += to_commit
+    if done:
+        log.info("recovered from an interrupted build: %d files committed, %d restored, "
+                 "%d removed", len(done.committed), len(done.restored), len(done.removed))
+    return done
+
+
+def _tracked(root: Path, rel: str) -> bool:
+    return bool(git(root, "ls-files", "--", rel).strip())

@@ -35,10 +35,6 @@ def is_dataset(root: Path) -> bool:
 
 def create(root: Path, *, description: str = "") -> None:
     """A new DataLad dataset whose ``.gitattributes`` keep text in git and NIfTI annexed."""
-    if root.exists() and any(root.iterdir()) and not is_dataset(root):
-        raise DatasetError(
-            f"{root} exists, is not empty and is not a DataLad dataset; choose another -d PATH"
-        )
     if not is_dataset(root):
         import datalad.api as dl  # 0.5 s of imports: only when there is something to create
 
@@ -140,3 +136,68 @@ def ensure_identity() -> None:
                     "%s ...`)", key, fallback, key)
         os.environ[var] = fallback
         os.environ[var.replace("AUTHOR", "COMMITTER")] = fallback
+
+
+def default_target(name: str, cwd: Path | None = None) -> Path:
+    """Where ``build`` works without ``-d``: the dataset it stands in, else ``./<name>``.
+
+    Every other command defaults to ``.``; a build run inside its dataset must not nest a
+    second copy in it and download everything again.
+    """
+    here = (cwd or Path.cwd()).absolute()
+    return here if (here / layout.SPEC_FILE).is_file() and is_dataset(here) else here / name
+
+
+def check_target(root: Path, spec_name: str) -> None:
+    """Refuse a target a build cannot use, before anything is fetched or written."""
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"-d {root} is a file, not a directory; pass the dataset's directory")
+    if not is_dataset(root):
+        if root.is_dir() and any(root.iterdir()):
+            raise DatasetError(f"{root} exists, is not empty and is not a DataLad dataset; "
+                               "choose another -d PATH")
+        return
+    recorded = _recorded_name(root)
+    if recorded is not None and recorded != spec_name:
+        raise DatasetError(
+            f"{root} was built from the spec named {recorded!r}, this spec is named "
+            f"{spec_name!r}; build it into another -d PATH, or name the spec {recorded!r} "
+            "to update this dataset"
+        )
+    _check_annex_version(root)
+
+
+def _recorded_name(root: Path) -> str | None:
+    import yaml
+
+    spec = root / layout.SPEC_FILE
+    try:
+        data = yaml.safe_load(spec.read_text(encoding="utf-8")) if spec.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return None
+    return str(data["name"]) if isinstance(data, dict) and data.get("name") else None
+
+
+def _check_annex_version(root: Path) -> None:
+    """A repository made by a much newer (or older) git-annex than the one on PATH would be
+    refused mid-build, or silently upgraded: say so before starting."""
+    have = git(root, "config", "--get", "annex.version", check=False).strip()
+    if not have.isdigit():
+        return
+    info = git(root, "annex", "version", check=False)
+    supported: set[str] = set()
+    version = "?"
+    for line in info.splitlines():
+        if line.startswith("git-annex version:"):
+            version = line.split(":", 1)[1].strip()
+        if line.startswith("supported repository versions:"):
+            supported = set(line.split(":", 1)[1].split())
+    if supported and have not in supported:
+        newer = int(have) > max(int(v) for v in supported)
+        raise DatasetError(
+            f"{root} uses git-annex repository version {have}, made by a "
+            f"{'newer' if newer else 'older'} git-annex than the one on PATH ({version}, "
+            f"supports {', '.join(sorted(supported, key=int))}): "
+            + ("upgrade git-annex (`pip install -U git-annex`)" if newer else
+               f"run `git -C {root} annex upgrade` first")
+        )

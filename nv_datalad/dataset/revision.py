@@ -44,14 +44,20 @@ def _check_rev_text(rev: str) -> None:
         raise DatasetError(f"invalid version {rev!r}: expected a tag (v1.2.0) or a commit")
 
 
+def not_a_dataset(path: Path, reason: str) -> DatasetError:
+    """The one wording of "this is not a dataset", with the next step that works."""
+    return DatasetError(f"{path} is not a nv-datalad dataset ({reason}); pass -d PATH of a "
+                        f"dataset, or build one with `nv-datalad build SPEC -d {path}`")
+
+
 def ensure_repository(dataset: Path) -> Path:
     """The absolute top of the git repository at ``dataset``, or a DatasetError saying why."""
     dataset = Path(dataset)
     if not dataset.is_dir():
-        raise DatasetError(f"{dataset} does not exist or is not a directory")
+        raise not_a_dataset(dataset, "it does not exist or is not a directory")
     proc = _git(dataset, "rev-parse", "--show-toplevel", check=False)
     if proc.returncode != 0:
-        raise DatasetError(f"{dataset} is not a git repository (is it a nv-datalad dataset?)")
+        raise not_a_dataset(dataset, "not a git repository")
     return Path(proc.stdout.decode().strip())
 
 
@@ -329,7 +335,7 @@ def dataset_id(dataset: Path) -> str:
     """The DataLad dataset id (``datalad.dataset.id`` in ``.datalad/config``)."""
     config = Path(dataset) / ".datalad" / "config"
     if not config.is_file():
-        raise DatasetError(f"{dataset} is not a DataLad dataset (no .datalad/config)")
+        raise not_a_dataset(Path(dataset), "not a DataLad dataset: no .datalad/config")
     proc = _git(dataset, "config", "--file", str(config), "--get", "datalad.dataset.id",
                 check=False)
     value = proc.stdout.decode().strip()

@@ -7,12 +7,15 @@ Kept free of numpy and the HTTP machinery so that building the CLI's parser (whi
 from __future__ import annotations
 
 import ipaddress
+import os
 
 #: The corpora the emulator can serve (see ``plans`` and ``bench``).
 CORPORA = ("demo", "bench")
 #: The port ``server: embedded`` builds and ``nv-datalad emulator`` share, so URLs registered by
-#: an embedded build are served again later by the command.
-DEFAULT_PORT = 38591
+#: an embedded build are served again later by the command. ``NV_DATALAD_EMBEDDED_PORT`` moves
+#: both (when 38591 is taken, or for a test that must not meet another emulator there).
+PORT_VARIABLE = "NV_DATALAD_EMBEDDED_PORT"
+DEFAULT_PORT = int(os.environ.get(PORT_VARIABLE) or 38591)
 #: Size of the ``bench`` corpus when none is asked for.
 DEFAULT_BENCH_IMAGES = 1000
 #: nilearn's real sample map, served byte for byte in the demo corpus.

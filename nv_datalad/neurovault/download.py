@@ -14,6 +14,7 @@ urllib3 only retries before the body.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -53,11 +54,17 @@ class Fetched:
         return self.path is not None
 
 
+class DiskFull(OSError):
+    """No space left for a download: every other download would fail the same way."""
+
+
 def _fetch(session: requests.Session, root: Path, want: Wanted, timeout: tuple[float, float],
-           attempts: int) -> Fetched:
+           attempts: int, stop: threading.Event) -> Fetched:
     tmp = root / layout.DOWNLOAD_TMP / f"image_{int(want.image_id)}.part"
     last = ""
     for _ in range(attempts):
+        if stop.is_set():
+            break
         try:
             with session.get(want.url, stream=True, timeout=timeout,
                              headers={"Accept": "*/*", "Accept-Encoding": "identity"}) as resp:
@@ -67,6 +74,8 @@ def _fetch(session: requests.Session, root: Path, want: Wanted, timeout: tuple[f
                 received, head = 0, b""
                 with tmp.open("wb") as fh:
                     while chunk := resp.raw.read(CHUNK, decode_content=False):
+                        if stop.is_set():
+                            raise InterruptedError("interrupted")
                         head = head or chunk[:2]
                         fh.write(chunk)
                         received += len(chunk)
@@ -74,7 +83,17 @@ def _fetch(session: requests.Session, root: Path, want: Wanted, timeout: tuple[f
                 raise OSError(f"body cut off: {received} of {expected} bytes")
             if received == 0:
                 raise OSError("empty body")
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                tmp.unlink(missing_ok=True)
+                raise DiskFull(errno.ENOSPC, f"disk full while downloading {want.url} into "
+                                             f"{root}: free some space, then build again") from exc
+            last = str(exc)
+            if isinstance(exc, InterruptedError):
+                break
+            log.debug("download of %s failed (%s), retrying", want.url, exc)
+            continue
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             last = str(exc)
             log.debug("download of %s failed (%s), retrying", want.url, exc)
             continue
@@ -85,6 +104,8 @@ def _fetch(session: requests.Session, root: Path, want: Wanted, timeout: tuple[f
         os.replace(tmp, target)  # replaces a leftover file or symlink, never writes through it
         return Fetched(want, str(rel))
     tmp.unlink(missing_ok=True)
+    if stop.is_set():
+        return Fetched(want, None, "not fetched: the build was interrupted")
     return Fetched(want, None, f"download failed after {attempts} attempts: {last}")
 
 
@@ -121,24 +142,44 @@ def fetch_all(
 
     ``on_result(index, fetched)`` runs in the calling thread as each download completes, so the
     caller can hand finished files to git-annex while the others are still in flight.
+    Ctrl-C (or any exception in the caller's callback) stops every download at its next chunk
+    and cancels the queued ones, so the caller can commit what landed within seconds. A full
+    disk stops everything too: it raises :class:`DiskFull` after the running downloads end.
     """
     (root / layout.DOWNLOAD_TMP).mkdir(parents=True, exist_ok=True)
     breaker = _Breaker(max_consecutive_fails)
+    stop = threading.Event()
+    full: list[DiskFull] = []
 
     def task(want: Wanted) -> Fetched:
+        if stop.is_set():
+            return Fetched(want, None, "not fetched: the build was interrupted")
         if breaker.open:
             return Fetched(want, None, f"not tried: {breaker.limit} downloads failed in a row "
                                        "(server down?); the next build retries")
-        got = _fetch(session, root, want, timeout, attempts)
+        try:
+            got = _fetch(session, root, want, timeout, attempts, stop)
+        except DiskFull as exc:
+            full.append(exc)
+            stop.set()
+            return Fetched(want, None, str(exc))
         breaker.record(got.ok)
         return got
 
     results: dict[int, Fetched] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
         futures = {pool.submit(task, w): i for i, w in enumerate(wanted)}
         for future in as_completed(futures):
             index = futures[future]
             results[index] = future.result()
             if on_result is not None:
                 on_result(index, results[index])
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    if full:
+        raise full[0]
     return [results[i] for i in range(len(wanted))]

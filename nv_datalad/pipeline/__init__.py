@@ -11,17 +11,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from nv_datalad.dataset import layout, recover, repo
+from nv_datalad.dataset import layout, recover, repo, revision
 from nv_datalad.dataset.annex import Annex
+from nv_datalad.dataset.revision import not_a_dataset
 from nv_datalad.dataset.runner import annex_version
 from nv_datalad.dataset.state import local_collections, local_images
-from nv_datalad.errors import DatasetError
+from nv_datalad.errors import NvDataladError
 from nv_datalad.neurovault.client import ClientConfig, NeuroVaultClient
 from nv_datalad.neurovault.serving import serving
 from nv_datalad.options import DEFAULT_CHECKPOINT, DEFAULT_JOBS
 from nv_datalad.pipeline import apply, derive, probe, release
 from nv_datalad.pipeline.context import BuildContext, Progress, no_progress
-from nv_datalad.pipeline.plan import Change, Plan, format_plan, make_plan
+from nv_datalad.pipeline.plan import Change, Plan, format_plan, make_plan, next_version
 from nv_datalad.pipeline.report import BuildReport
 from nv_datalad.pipeline.select import Selection, select, select_local
 from nv_datalad.spec import Spec, load_spec, spec_to_yaml
@@ -48,11 +49,12 @@ def build(
     """Create or update the dataset described by a spec; see DESIGN.md for the semantics."""
     spec = spec_or_path if isinstance(spec_or_path, Spec) else load_spec(spec_or_path)
     spec = spec.with_overrides(mode=mode, server=server)
-    root = Path(dataset if dataset is not None else spec.name).absolute()
+    root = Path(dataset).absolute() if dataset is not None else repo.default_target(spec.name)
     annex_version()
+    repo.check_target(root, spec.name)
     repo.ensure_identity()
     if spec.mode == "offline" and not dry_run and not repo.is_dataset(root):
-        raise DatasetError(f"offline mode needs an existing dataset; {root} is not one")
+        raise not_a_dataset(root, "offline mode builds from an existing dataset")
     jobs = max(1, jobs)
     with serving(spec.server) as base_url:
         client = None
@@ -62,13 +64,19 @@ def build(
         ctx = BuildContext(spec, root, base_url, client,
                            Annex(root, jobs=jobs, stall_timeout=stall_timeout), jobs,
                            max(1, checkpoint), recheck, progress)
-        if dry_run:
-            local = local_images(root) if repo.is_dataset(root) else {}
-            _, plan, failures = _plan(ctx, local, settle=False)
-            return BuildReport(root, plan, failures, dry_run=True)
+        exists = repo.is_dataset(root)
+        if dry_run or not exists:
+            first = _plan(ctx, local_images(root) if exists else {}, settle=False)
+            if dry_run:
+                return BuildReport(root, first[1], first[2], dry_run=True,
+                                   version=_would_tag(ctx, first[1]))
+            if not first[1].items:
+                raise NvDataladError(
+                    f"the spec selects no image on {base_url}; nothing was written (check its "
+                    "filters with `nv-datalad build SPEC --dry-run`)")
         repo.create(root, description=spec.description)
         with repo.locked(root):
-            return _run(ctx, prune=prune)
+            return _run(ctx, prune=prune, planned=None if exists else first)
 
 
 def _plan(ctx: BuildContext, local: dict[int, dict], *,
@@ -80,18 +88,36 @@ def _plan(ctx: BuildContext, local: dict[int, dict], *,
         selection = select_local(spec, local, local_collections(ctx.root))
         return selection, make_plan(selection.items, local, mode=spec.mode), []
     ctx.progress("metadata", 0, 0)
-    selection = select(client, spec)
+    selection = select(client, spec, keep=frozenset(local))
     still = probe.still_on_server(client, selection, local)
     plan = make_plan(selection.items, local, mode=spec.mode, file_url=ctx.file_url,
-                     still_on_server=still, recheck=ctx.recheck)
+                     still_on_server=still, seen_records=selection.unmatched,
+                     recheck=ctx.recheck)
     if settle:
         changed = probe.file_changes(client, plan.of(Change.CHECK), recheck=ctx.recheck)
         plan = make_plan(selection.items, local, mode=spec.mode, file_url=ctx.file_url,
-                         still_on_server=still, file_changed=changed, recheck=ctx.recheck)
-    return selection, plan, list(selection.failures)
+                         still_on_server=still, file_changed=changed,
+                         seen_records=selection.unmatched, recheck=ctx.recheck)
+    return selection, plan, [*selection.failures, *selection.refused]
 
 
-def _run(ctx: BuildContext, *, prune: bool) -> BuildReport:
+def _would_tag(ctx: BuildContext, plan: Plan) -> str | None:
+    """The version a build would tag (None: nothing to do), as the release would decide."""
+    from nv_datalad.pipeline.release import question
+
+    tags = revision.version_tags(ctx.root) if repo.is_dataset(ctx.root) else []
+    recorded = ctx.root / layout.SPEC_FILE
+    spec_changed = recorded.is_file() and \
+        question(recorded.read_text()) != question(spec_to_yaml(ctx.spec))
+    content = any(p.change in (Change.NEW, Change.CONTENT) for p in plan.items)
+    if tags and not spec_changed and not content and not plan.of(Change.METADATA, Change.CHECK):
+        return None
+    return next_version(tags[-1] if tags else None, spec_changed=spec_changed,
+                        content_changed=content)
+
+
+def _run(ctx: BuildContext, *, prune: bool,
+         planned: tuple[Selection, Plan, list] | None) -> BuildReport:
     root = ctx.root
     start_head = repo.head(root)
     recover.recover(root)
@@ -99,7 +125,7 @@ def _run(ctx: BuildContext, *, prune: bool) -> BuildReport:
         ctx.allow_loopback([ctx.base_url])
     spec_file = root / layout.SPEC_FILE
     old_spec_text = spec_file.read_text() if spec_file.is_file() else None
-    selection, plan, results = _plan(ctx, local_images(root), settle=True)
+    selection, plan, results = planned or _plan(ctx, local_images(root), settle=True)
     for line in format_plan(plan):
         log.info("%s", line)
     results += apply.apply(ctx, selection, plan, local_collections(root), prune=prune)

@@ -16,12 +16,20 @@ from nv_datalad.dataset.files import write_json
 from nv_datalad.dataset.runner import git
 from nv_datalad.dataset.state import image_path_of
 from nv_datalad.pipeline.context import BuildContext
-from nv_datalad.pipeline.importer import annex_fields, place
+from nv_datalad.pipeline.importer import INTERRUPTED, annex_fields, failure, place
 from nv_datalad.pipeline.plan import Change, Plan, PlannedImage
 from nv_datalad.pipeline.select import Selection
 from nv_datalad.records import PROVENANCE_KEY, Result, Status
 
 log = logging.getLogger(__name__)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a build, after what had landed was committed."""
+
+    def __init__(self, committed: int):
+        super().__init__(committed)
+        self.committed = committed
 
 
 def same_record(old: Mapping, new: Mapping) -> bool:
@@ -36,7 +44,7 @@ def apply(ctx: BuildContext, selection: Selection, plan: Plan,
         write_collections(ctx, selection, collections)
         results += add(ctx, plan.of(Change.NEW))
         results += update_content(ctx, plan.of(Change.CONTENT))
-        results += update_metadata(ctx, plan.of(Change.METADATA))
+        results += update_metadata(ctx, [*plan.of(Change.METADATA), *_drifted(ctx, plan)])
     if prune:
         results += remove(ctx, plan.of(Change.VANISHED, Change.UNSELECTED))
     else:
@@ -45,6 +53,16 @@ def apply(ctx: BuildContext, selection: Selection, plan: Plan,
                      "vanished from the server" if item.change is Change.VANISHED
                      else "no longer matches the spec")
     return results
+
+
+def _drifted(ctx: BuildContext, plan: Plan) -> list[PlannedImage]:
+    """Kept images that stopped matching, whose server record moved on (became a T map):
+    in overwrite mode their sidecar and annex metadata follow the server, so tables and
+    ``git annex find --metadata`` never describe them by what they no longer are."""
+    if ctx.spec.mode != "overwrite":
+        return []
+    return [p for p in plan.of(Change.UNSELECTED)
+            if p.record is not None and p.local is not None and not same_record(p.local, p.record)]
 
 
 def write_collections(ctx: BuildContext, selection: Selection,
@@ -71,17 +89,23 @@ def add(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
     total = len(items)
     for start in range(0, total, ctx.checkpoint):
         batch = items[start:start + ctx.checkpoint]
-        placed, failed = place(ctx, batch, action="add",
-                               on_reply=lambda n, s=start: ctx.progress("download", s + n, total))
-        results += failed
-        for p in placed:
+        got = place(ctx, batch, action="add",
+                    on_reply=lambda n, s=start: ctx.progress("download", s + n, total))
+        results += got.failures
+        for p in got.placed:
             write_json(ctx.root, layout.image_sidecar(p.item.collection_id, p.item.image_id),
                        ctx.sidecar(p.item.record or {}, _provenance(ctx, p.path, p.url, p.key)))
             results.append(Result("add", Status.OK, p.item.image_id, p.item.collection_id,
                                   p.path, extra={"key": p.key}))
-        if placed:
-            ds.commit(ctx.root, f"nv-datalad: add {len(placed)} images (checkpoint)",
+        if got.placed:
+            ds.commit(ctx.root, f"nv-datalad: add {len(got.placed)} images (checkpoint)",
                       paths=[layout.NEUROVAULT_DIR])
+        if got.stop == INTERRUPTED:
+            raise Interrupted(len(got.placed))
+        if got.stop is not None:  # disk full: the rest would fail the same way
+            results += [failure("add", item, f"image {item.image_id}: not fetched ({got.stop})")
+                        for item in items[start + ctx.checkpoint:]]
+            break
     return results
 
 
@@ -104,8 +128,9 @@ def update_content(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Res
     for path, _, _ in old.values():
         git(ctx.root, "rm", "-q", "--cached", "--", path)
         (ctx.root / path).unlink(missing_ok=True)
-    placed, failed = place(ctx, items, action="update")
-    results += failed
+    got = place(ctx, items, action="update")
+    placed = got.placed
+    results += got.failures
     landed = {p.item.image_id for p in placed}
     for item in items:  # never lose data: a failed replacement puts the old version back
         if item.image_id in old and item.image_id not in landed:
@@ -126,6 +151,8 @@ def update_content(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Res
                               extra={"key": p.key}))
     ds.commit(ctx.root, f"nv-datalad: update {len(placed)} changed images",
               paths=[layout.NEUROVAULT_DIR])
+    if got.stop == INTERRUPTED:
+        raise Interrupted(len(placed))
     return results
 
 
@@ -179,4 +206,10 @@ def remove(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
         results.append(Result("prune", Status.OK, iid, cid,
                               message=f"{item.change.value}; removed from "
                                       f"{layout.collection_dir(cid)}"))
+    for cid in sorted({item.collection_id for item in items}):
+        folder = ctx.root / layout.collection_dir(cid)
+        if not any(layout.parse_sidecar(p.name) is not None for p in folder.glob("image_*")):
+            # nothing of the collection is left: its record goes too, and the folder with it
+            git(ctx.root, "rm", "-q", "--ignore-unmatch", "--",
+                str(layout.collection_sidecar(cid)), check=False)
     return results

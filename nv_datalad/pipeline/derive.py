@@ -47,8 +47,10 @@ def words(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
     missing = [r for r in got if r.failed]
     if missing:
         waiting = sum(1 for r in missing if r.extra.get("asked") is False)
-        log.info("Neurosynth had no words for %d images (%d not asked again until their "
-                 "back-off expires; --recheck asks now)", len(missing), waiting)
+        log.log(logging.DEBUG if waiting == len(missing) else logging.INFO,
+                "Neurosynth had no words for %d images%s; a later build asks again after a "
+                "back-off (--recheck asks now)", len(missing),
+                f" ({waiting} not asked this time)" if waiting else "")
     if ok:
         ds.commit(ctx.root, f"nv-datalad: Neurosynth words for {len(ok)} images",
                   paths=[layout.NEUROVAULT_DIR])

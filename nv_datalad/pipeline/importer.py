@@ -17,6 +17,7 @@ from typing import Any
 from nv_datalad.dataset import layout
 from nv_datalad.dataset.annex import discard, metadata_line
 from nv_datalad.dataset.runner import reply_error
+from nv_datalad.neurovault.download import DiskFull
 from nv_datalad.neurovault.records import normalise_nulls
 from nv_datalad.pipeline.context import BuildContext
 from nv_datalad.pipeline.plan import PlannedImage
@@ -44,14 +45,28 @@ def annex_fields(record: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+@dataclass
+class Placement:
+    """What one batch brought into the annex; ``stop`` says why the build must not go on
+    fetching (``interrupted``: Ctrl-C; otherwise the disk is full), after committing this."""
+
+    placed: list[Placed]
+    failures: list[Result]
+    stop: str | None = None
+
+
+INTERRUPTED = "interrupted"
+
+
 def failure(action: str, item: PlannedImage, message: str) -> Result:
     log.warning("%s", message)
     return Result(action, Status.ERROR, item.image_id, item.collection_id, message=message)
 
 
 def place(ctx: BuildContext, items: Sequence[PlannedImage], *, action: str,
-          on_reply: Callable[[int], None] | None = None) -> tuple[list[Placed], list[Result]]:
-    """Annex ``items``; returns what landed and one failure record per image that did not."""
+          on_reply: Callable[[int], None] | None = None) -> Placement:
+    """Annex ``items``: what landed, one failure record per image that did not, and whether
+    the build was stopped (Ctrl-C, full disk) on the way."""
     failures: list[Result] = []
     todo: list[tuple[PlannedImage, str]] = []
     for item in items:
@@ -62,22 +77,35 @@ def place(ctx: BuildContext, items: Sequence[PlannedImage], *, action: str,
         else:
             todo.append((item, url))
     ctx.allow_loopback(url for _, url in todo)  # file URLs may name another host
-    if ctx.spec.content == "download":
-        placed = _download(ctx, todo, action, on_reply, failures)
-    else:
-        placed = _register(ctx, todo, action, on_reply, failures)
+    placed: list[Placed] = []
+    stop = None
+    try:
+        if ctx.spec.content == "download":
+            _download(ctx, todo, action, on_reply, failures, placed)
+        else:
+            placed = _register(ctx, todo, action, on_reply, failures)
+    except KeyboardInterrupt:
+        stop = INTERRUPTED
+    except DiskFull as exc:
+        log.error("%s", exc)
+        stop = str(exc)
     if not ctx.spec.keep_content and ctx.spec.content == "download":
         for path, err in ctx.annex.drop([p.path for p in placed]).items():
             log.warning("could not drop %s after hashing: %s", path, err)
-    return placed, failures
+    if stop is not None:
+        landed = {p.item.image_id for p in placed} | {f.image_id for f in failures}
+        failures += [failure(action, item, f"image {item.image_id}: not fetched ({stop})")
+                     for item, _ in todo if item.image_id not in landed]
+    return Placement(placed, failures, stop)
 
 
 def _download(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], action: str,
-              on_reply: Callable[[int], None] | None, failures: list[Result]) -> list[Placed]:
+              on_reply: Callable[[int], None] | None, failures: list[Result],
+              placed: list[Placed]) -> None:
+    """Fill ``placed`` as files land, so what landed before an interruption is known."""
     from nv_datalad.neurovault.download import Wanted, fetch_all
 
     assert ctx.client is not None
-    placed: list[Placed] = []
     done = [0]
     with ctx.annex.batch("add") as add, ctx.annex.batch("registerurl") as reg, \
             ctx.annex.batch("metadata") as meta:
@@ -105,7 +133,6 @@ def _download(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], actio
         fetch_all(ctx.client.file_session, ctx.root,
                   [Wanted(url, item.collection_id, item.image_id) for item, url in todo],
                   workers=ctx.jobs, on_result=landed)
-    return placed
 
 
 def _register(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], action: str,

@@ -28,6 +28,7 @@ class Change(StrEnum):
     METADATA = "metadata"  # newer modify_date, same file
     CHECK = "check"  # newer modify_date, same URL and size: ask the server
     UNCHANGED = "unchanged"
+    OUTDATED = "outdated"  # newer on the server; download_new leaves it, overwrite updates it
     VANISHED = "vanished"  # gone from the server
     UNSELECTED = "unselected"  # still on the server, no longer matches the spec
 
@@ -73,11 +74,11 @@ def classify(
     """One image's change, from its server record and its sidecar (None: not in dataset)."""
     if local is None:
         return Change.NEW
-    if mode != "overwrite":
-        return Change.UNCHANGED
     new, old = parse_date(selected.image.get("modify_date")), parse_date(local.get("modify_date"))
     if new is None or old is None or new <= old:
         return Change.UNCHANGED
+    if mode != "overwrite":
+        return Change.OUTDATED
     if file_url != _local_url(local):
         return Change.CONTENT
     if selected.image.get("file_size") != local.get("file_size"):
@@ -93,6 +94,7 @@ def make_plan(
     file_url: Any = lambda record: record.get("file"),
     still_on_server: Mapping[int, bool] | None = None,
     file_changed: Mapping[int, bool | None] | None = None,
+    seen_records: Mapping[int, dict] | None = None,
     recheck: bool = False,
 ) -> Plan:
     """Classify selected images and every local image the selection no longer covers.
@@ -120,11 +122,13 @@ def make_plan(
     if mode == "offline":
         return plan
     known = still_on_server or {}
+    seen = seen_records or {}
     for iid in sorted(set(local) - selected_ids):
         sidecar = local[iid]
         cid = image_collection_id(sidecar) or 0
         change = Change.UNSELECTED if known.get(iid, True) else Change.VANISHED
-        plan.items.append(PlannedImage(iid, cid, change, None, None, sidecar))
+        record = seen.get(iid) if change is Change.UNSELECTED else None
+        plan.items.append(PlannedImage(iid, cid, change, record, None, sidecar))
     plan.items.sort(key=lambda p: p.image_id)
     return plan
 
@@ -164,6 +168,9 @@ def format_plan(plan: Plan, *, limit: int = 20) -> list[str]:
                                                                  "check", "unchanged",
                                                                  "vanished", "unselected"))
     ]
+    if counts.get(Change.OUTDATED.value):
+        lines[0] += (f" (outdated {counts[Change.OUTDATED.value]}: newer on the server, "
+                     "updated only by --mode overwrite)")
     for change in Change:
         ids = [p.image_id for p in plan.of(change)]
         if ids and change is not Change.UNCHANGED:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import platform
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 
 from nv_datalad._version import __version__
 from nv_datalad.dataset import layout, revision, tables
 from nv_datalad.dataset import repo as ds
+from nv_datalad.dataset.changes import compare
 from nv_datalad.dataset.files import utcnow, write_json, write_text
 from nv_datalad.dataset.runner import annex_version, git_version
 from nv_datalad.dataset.state import local_collections, local_images
@@ -45,17 +47,19 @@ def write_tables(ctx: BuildContext) -> tuple[dict[int, dict], dict[int, dict]]:
 def release(ctx: BuildContext, report: BuildReport, *, start_head: str | None,
             old_spec_text: str | None, spec_text: str, images: Mapping[int, dict],
             cols: Mapping[int, dict]) -> None:
-    """Tag a version when the build changed anything (sets ``report.version``)."""
+    """Tag a version when the build changed anything (sets ``report.version`` and
+    ``report.changes``: what this version holds that the last one did not)."""
     spec_changed = old_spec_text is not None and question(old_spec_text) != question(spec_text)
     if old_spec_text is None or spec_changed:
         write_text(ctx.root, layout.SPEC_FILE, spec_text)
     if ds.head(ctx.root) == start_head and not ds.is_dirty(ctx.root):
         return
     tags = revision.version_tags(ctx.root)
-    content_changed = any(r.action in ("add", "update", "prune") and not r.failed
-                          for r in report.results)
-    version = next_version(tags[-1] if tags else None, spec_changed=spec_changed,
-                           content_changed=content_changed)
+    last = tags[-1] if tags else None
+    before = revision.image_sidecars(ctx.root, last) if last else {}
+    report.changes = compare(before, images, old=last or "(nothing)", new="HEAD")
+    version = next_version(last, spec_changed=spec_changed,
+                           content_changed=report.changes.changes_content)
     report.version = version
     _write_release_files(ctx, report, version, spec_changed, images, cols)
     ds.commit(ctx.root, f"nv-datalad: {version}\n\n" + "\n".join(format_plan(report.plan)))
@@ -65,9 +69,15 @@ def release(ctx: BuildContext, report: BuildReport, *, start_head: str | None,
 def _write_release_files(ctx: BuildContext, report: BuildReport, version: str,
                          spec_changed: bool, images: Mapping[int, dict],
                          cols: Mapping[int, dict]) -> None:
+    """The build record first: while it is uncommitted, recovery knows the README, citation
+    and CHANGES next to it are a release cut short, not a person's edits."""
     from nv_datalad.citation import cff_for
     from nv_datalad.pipeline.readme import render_readme
 
+    previous = latest_record(ctx)
+    record = build_record(ctx, version, report)
+    report.record_path = f"{layout.BUILDS_DIR}/{record['started'].replace(':', '')}.json"
+    write_json(ctx.root, report.record_path, record)
     ds_id = revision.dataset_id(ctx.root)
     today = datetime.now(UTC).date().isoformat()
     counts: dict[int, int] = {}
@@ -82,15 +92,32 @@ def _write_release_files(ctx: BuildContext, report: BuildReport, version: str,
     write_text(ctx.root, layout.CITATION, cff_for(
         ctx.spec.name, ctx.spec.description, ds_id, version, today, contributing, counts,
         server=ctx.base_url))
-    ds.prepend_changes(ctx.root, changes_entry(version, today, report, spec_changed))
-    record = build_record(ctx, version, report)
-    report.record_path = f"{layout.BUILDS_DIR}/{record['started'].replace(':', '')}.json"
-    write_json(ctx.root, report.record_path, record)
+    ds.prepend_changes(ctx.root, changes_entry(version, today, report, spec_changed,
+                                               already_kept=_kept(previous)))
 
 
-def changes_entry(version: str, date: str, report: BuildReport, spec_changed: bool) -> str:
-    """The CHANGES.md entry: what happened to which image."""
-    planned = {p.image_id: p for p in report.plan.items}
+def latest_record(ctx: BuildContext) -> dict:
+    """The newest committed build record ({} before the first version)."""
+    names = [p for p in revision.list_files(ctx.root, None, layout.BUILDS_DIR)
+             if p.endswith(".json")]
+    return (revision.read_json(ctx.root, None, max(names)) or {}) if names else {}
+
+
+def _kept(record: Mapping) -> set[int]:
+    kept = record.get("kept") or {}
+    return {int(i) for ids in kept.values() for i in ids if isinstance(i, int)}
+
+
+def changes_entry(version: str, date: str, report: BuildReport, spec_changed: bool,
+                  already_kept: AbstractSet[int] = frozenset()) -> str:
+    """The CHANGES.md entry: what happened to which image since the last version.
+
+    Vanished and unselected images kept in the dataset are listed once, in the version where
+    that first happened, not again in every later one.
+    """
+    changes = report.changes
+    assert changes is not None
+    collection_of = {p.image_id: p.collection_id for p in report.plan.items}
     lines = [f"## {version} ({date})", ""]
     if spec_changed:
         lines.append("- The spec changed (major version).")
@@ -100,22 +127,23 @@ def changes_entry(version: str, date: str, report: BuildReport, spec_changed: bo
             return
         lines.append(f"- {title} ({len(ids)}):")
         for iid in ids:
-            p = planned.get(iid)
-            cid = p.collection_id if p else "?"
-            extra = f": modify_date {p.old_date} → {p.new_date}" if dates and p else ""
-            lines.append(f"  - image {iid} (collection {cid}){extra}")
+            span = changes.dates.get(iid)
+            extra = f": modify_date {span[0]} → {span[1]}" if dates and span else ""
+            lines.append(f"  - image {iid} (collection {collection_of.get(iid, '?')}){extra}")
 
-    section("Added", report.done("add"))
-    section("Content changed", report.done("update"), dates=True)
-    section("Metadata updated", report.done("metadata"), dates=True)
-    pruned = report.done("prune")
-    if pruned:
-        section("Removed (--prune)", pruned)
-    else:
-        section("Vanished from NeuroVault (kept)",
-                [p.image_id for p in report.plan.of(Change.VANISHED)])
-        section("No longer matching the spec (kept)",
-                [p.image_id for p in report.plan.of(Change.UNSELECTED)])
+    section("Added", changes.added)
+    section("Content changed", changes.content_changed, dates=True)
+    section("Metadata updated", changes.metadata_only, dates=True)
+    section("Removed (--prune)", changes.removed)
+    section("Vanished from NeuroVault (kept)",
+            [p.image_id for p in report.plan.of(Change.VANISHED)
+             if p.image_id not in already_kept])
+    section("No longer matching the spec (kept)",
+            [p.image_id for p in report.plan.of(Change.UNSELECTED)
+             if p.image_id not in already_kept])
+    if report.refused:
+        lines.append(f"- Refused records ({len(report.refused)}; bad data from the server):")
+        lines.extend(f"  - {r.message}" for r in report.refused)
     failed = report.failed
     if failed:
         lines.append(f"- Failed ({len(failed)}; retried by the next build):")
@@ -142,8 +170,12 @@ def build_record(ctx: BuildContext, version: str, report: BuildReport) -> dict:
         "failures": [
             {"action": r.action, "image_id": r.image_id, "collection_id": r.collection_id,
              "message": r.message}
-            for r in results if r.failed
+            for r in report.failed
         ],
+        "refused": [{"image_id": r.image_id, "collection_id": r.collection_id,
+                     "message": r.message} for r in report.refused],
+        "kept": {change.value: [p.image_id for p in report.plan.of(change)]
+                 for change in (Change.VANISHED, Change.UNSELECTED)},
         "tools": tool_versions(),
     }
 
@@ -155,5 +187,6 @@ def tool_versions() -> dict[str, str]:
            "python": platform.python_version()}
     with contextlib.suppress(NvDataladError):
         out["git-annex"] = annex_version()
+    with contextlib.suppress(NvDataladError):
         out["git"] = git_version()
     return out

@@ -1,0 +1,355 @@
+"""Reliability: bad records, faults, interruption, concurrency and bad local state (issue 18).
+
+Each scenario runs a real build against the emulator and asserts what a user would see: exit
+status, the ids and keys in the dataset, files on disk, ``git status`` and ``git annex fsck``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import annex, build, git, image_ids, key_of, nv, tags, write_spec
+
+from nv_datalad.emulator.hostile import HOSTILE_KINDS
+
+#: Kinds whose record must be refused (the rest are imported safely under id-derived paths).
+CLI = [sys.executable, "-m", "nv_datalad.cli"]
+
+REFUSED_KINDS = {
+    "string-id": 1, "negative-id": 1, "string-collection-id": 1, "foreign-collection-id": 1,
+    "file-url-scheme": 3, "credentials-url": 1, "newline-url": 1, "bad-file-size": 1,
+    "huge-record": 1, "long-name": 1,
+}
+
+
+def _files_outside_layout(ds: Path) -> list[str]:
+    tracked = git(ds, "ls-files", "-z").split("\0")
+    allowed = ("neurovault/collection_", ".nv-datalad/", "derivatives/", ".datalad/")
+    top = {"README.md", "CITATION.cff", "CHANGES.md", "images.tsv", "collections.tsv",
+           ".gitattributes"}
+    return [p for p in tracked if p and p not in top and not p.startswith(allowed)]
+
+
+def test_hostile_records_are_refused_once_and_the_rest_is_built(emulator, tmp_path, capsys):
+    """Every hostile kind at once: refused records are named with their reason, nothing is
+    written outside the layout or registered from a refused URL, and every other image is
+    built exactly as in a clean build."""
+    clean = tmp_path / "clean"
+    spec = write_spec(tmp_path, emulator.url)
+    assert nv("build", spec, "-d", clean) == 0
+    for kind in HOSTILE_KINDS:
+        emulator.add_hostile_images(kind)
+    ds = tmp_path / "ds"
+    capsys.readouterr()
+    assert nv("build", spec, "-d", ds) == 0
+    refusals = [line.split("warning: ", 1)[1] for line in capsys.readouterr().err.splitlines()
+                if line.startswith("warning: refused")]
+    assert len(refusals) == sum(REFUSED_KINDS.values()), refusals
+    for needle in ("'12a'", "'-12'", "'abc'", "disagrees with collection", "not http(s)",
+                   "credentials", "whitespace or control", "file_size", "MB (limit",
+                   "characters long"):
+        assert any(needle in msg for msg in refusals), needle
+    # what was not refused is there, each under a path made of its integer ids only
+    assert image_ids(clean) <= image_ids(ds)
+    for iid in image_ids(clean):
+        assert key_of(ds, iid) == key_of(clean, iid)
+    assert _files_outside_layout(ds) == []
+    assert not any(p.name.startswith("..") for p in ds.rglob("*") if ".git" not in p.parts)
+    # no refused URL is registered with the web remote
+    web_urls = annex(ds, "find", "--include=*", "--format=${key}\n").split()
+    registered = " ".join(annex(ds, "whereis", "--json", "--key", k) for k in web_urls)
+    for scheme in ("file:", "ftp:", "javascript:", "user:secret@"):
+        assert scheme not in registered
+    record = json.loads(next((ds / ".nv-datalad" / "builds").glob("*.json")).read_text())
+    assert len(record["refused"]) == len(refusals)
+    assert "Refused records" in (ds / "CHANGES.md").read_text()
+    assert git(ds, "status", "--porcelain") == ""
+    annex(ds, "fsck", "--fast", "--quiet")
+    # the refusals are not failures: a rebuild makes no version and still exits 0
+    assert nv("build", spec, "-d", ds) == 0
+    assert tags(ds) == ["v1.0.0"]
+
+
+def test_max_images_zero_selects_nothing(emulator, tmp_path):
+    spec = write_spec(tmp_path, emulator.url, max_images=0)
+    assert nv("build", spec, "-d", tmp_path / "ds", "--dry-run") == 0
+    emulator.reset_counters()
+    assert nv("build", spec, "-d", tmp_path / "ds") == 2
+    assert not (tmp_path / "ds").exists()
+    assert emulator.counters["file_get"] + emulator.counters["file_head"] == 0
+
+
+# ----------------------------------------------------------------------- nothing changes silently
+
+
+def test_a_nilearn_offline_read_never_becomes_a_version(emulator, tmp_path, monkeypatch):
+    """The dataset README recommends reading it with nilearn's offline mode, which rewrites
+    sidecars; the next build restores them and makes no version (no local path committed)."""
+    from nilearn.datasets import fetch_neurovault
+
+    spec, ds = build(tmp_path, emulator.url, max_images=4)
+    head = git(ds, "rev-parse", "HEAD")
+    data = fetch_neurovault(mode="offline", data_dir=str(ds), max_images=None, verbose=0)
+    assert len(data.images) == 4
+    assert nv("build", spec, "-d", ds) == 0
+    assert git(ds, "rev-parse", "HEAD") == head and tags(ds) == ["v1.0.0"]
+    assert git(ds, "status", "--porcelain") == ""
+    assert str(tmp_path) not in git(ds, "log", "-p", "HEAD")  # no machine-local path
+
+
+def test_a_persons_uncommitted_edit_stops_the_build_and_is_kept(emulator, tmp_path):
+    spec, ds = build(tmp_path, emulator.url, max_images=2)
+    target = next((ds / "neurovault").glob("collection_*/image_*_metadata.json"))
+    target.write_text(target.read_text().replace('"name"', '"name_edited_by_hand"', 1))
+    note = ds / "neurovault" / "my-notes.txt"
+    note.write_text("mine")
+    head = git(ds, "rev-parse", "HEAD")
+    proc = _build_process(spec, ds)
+    assert proc.returncode == 2
+    assert "did not make" in proc.stderr and "my-notes.txt" in proc.stderr
+    assert "datalad save" in proc.stderr
+    assert note.read_text() == "mine" and "name_edited_by_hand" in target.read_text()
+    assert git(ds, "rev-parse", "HEAD") == head
+
+
+def test_bad_local_state_is_refused_before_anything_changes(emulator, tmp_path):
+    spec, ds = build(tmp_path, emulator.url, max_images=2)
+    other = write_spec(tmp_path, emulator.url, name="other-name", max_images=2)
+    proc = _build_process(other, ds)
+    assert proc.returncode == 2 and "'test-ds'" in proc.stderr and "'other-name'" in proc.stderr
+    git(ds, "config", "annex.version", "99")
+    proc = _build_process(spec, ds)
+    assert proc.returncode == 2 and "repository version 99" in proc.stderr
+    assert "newer git-annex" in proc.stderr
+    git(ds, "config", "annex.version", "10")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "somebody-elses.txt").write_text("x")
+    proc = _build_process(spec, full)
+    assert proc.returncode == 2 and "not empty" in proc.stderr
+    assert sorted(p.name for p in full.iterdir()) == ["somebody-elses.txt"]
+
+
+def test_missing_git_annex_is_one_line_exit_2(emulator, tmp_path):
+    """The package run by an interpreter whose bin/ has no git-annex, with a PATH without it
+    either (the system git is there): exit 2, one line saying how to get git-annex."""
+    import site
+
+    spec = write_spec(tmp_path, emulator.url, max_images=1)
+    env = {**os.environ, "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": os.pathsep.join(site.getsitepackages())}
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    proc = subprocess.run([str(base), "-m", "nv_datalad.cli", "build", str(spec), "-d",
+                           str(tmp_path / "ds")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "git-annex" in proc.stderr
+    assert "pip install git-annex" in proc.stderr
+    assert not (tmp_path / "ds").exists()
+
+
+# ------------------------------------------------------------------------------ concurrency
+
+
+def test_a_second_build_on_the_same_dataset_exits_2_naming_the_first(emulator, tmp_path):
+    spec, ds = build(tmp_path, emulator.url, max_images=2)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (ds / ".git" / "nv-datalad.lock").write_text(str(sleeper.pid))
+        proc = _build_process(spec, ds)
+        assert proc.returncode == 2 and f"pid {sleeper.pid}" in proc.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    proc = _build_process(spec, ds)  # the lock of a dead process is taken over
+    assert proc.returncode == 0 and "stale lock" in proc.stderr
+    assert not (ds / ".git" / "nv-datalad.lock").exists()
+
+
+def test_builds_of_different_datasets_run_side_by_side(emulator, tmp_path):
+    spec = write_spec(tmp_path, emulator.url, max_images=3)
+    emulator.set_network(latency=0.05)
+    procs = [subprocess.Popen([*CLI, "build", str(spec), "-d", str(tmp_path / f"ds{i}")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert image_ids(tmp_path / "ds0") == image_ids(tmp_path / "ds1")
+
+
+# ------------------------------------------------------------------------------ server faults
+
+
+def test_server_faults_end_in_0_or_1_and_a_rebuild_completes(emulator, tmp_path):
+    spec = write_spec(tmp_path, emulator.url)
+    reference = tmp_path / "ref"
+    assert nv("build", spec, "-d", reference) == 0
+    emulator.set_faults(error_rate=0.15, truncate_rate=0.10, stall_rate=0.02, stall_seconds=2)
+    emulator.break_page("/api/collections/", "truncated-json", times=1)
+    ds = tmp_path / "ds"
+    proc = _build_process(spec, ds)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "Traceback" not in proc.stderr
+    if _commits(ds):
+        annex(ds, "fsck", "--fast", "--quiet")
+        assert git(ds, "status", "--porcelain") == ""
+    if proc.returncode == 1:
+        assert "failed" in proc.stdout
+    emulator.set_faults()
+    assert nv("build", spec, "-d", ds) == 0
+    assert image_ids(ds) == image_ids(reference)
+    for iid in image_ids(ds):
+        assert key_of(ds, iid) == key_of(reference, iid)
+
+
+def test_an_outage_mid_build_exits_1_and_keeps_what_was_imported(emulator, tmp_path):
+    spec = write_spec(tmp_path, emulator.url)
+    ds = tmp_path / "ds"
+    emulator.set_faults(error_rate=1.0, paths="/media/images/4")  # some files never come
+    proc = _build_process(spec, ds, "--checkpoint", "5")
+    assert proc.returncode == 1, proc.stderr
+    assert "failed" in proc.stdout and "retried by the next build" in \
+        (ds / "CHANGES.md").read_text()
+    kept = image_ids(ds)
+    assert kept, "what was imported before the outage is committed"
+    emulator.set_faults()
+    assert nv("build", spec, "-d", ds) == 0
+    assert kept < image_ids(ds)
+
+
+# ------------------------------------------------------------------------------ interruption
+
+
+def _started(spec: Path, ds: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "build", str(spec), "-d", str(ds), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _commits(ds: Path) -> str:
+    try:
+        return git(ds, "log", "--format=%s")
+    except (subprocess.CalledProcessError, NotADirectoryError, FileNotFoundError):
+        return ""  # no repository or no commit yet
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the build ended before the kill point: {proc.stderr.read()}"
+    proc.kill()
+    proc.wait()
+
+
+KILL_POINTS = {
+    # the build is at ... when ... holds
+    "creation": lambda ds: (ds / ".datalad" / "config").is_file() and "checkpoint" not in
+    _commits(ds) and not any((ds / ".git").glob("nv-datalad-tmp/*.part")),
+    "download": lambda ds: any((ds / ".git").glob("nv-datalad-tmp/*.part")),
+    "checkpoint": lambda ds: "checkpoint" in _commits(ds),
+    "resampling": lambda ds: "resampling manifest" in _commits(ds).lower(),
+}
+
+
+def _resampled_keys(ds: Path) -> dict[str, str]:
+    out = annex(ds, "find", "--include=*_resampled.nii.gz", "--format=${file} ${key}\n")
+    return dict(line.split(" ", 1) for line in out.splitlines() if line)
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_sigkill_at_any_point_then_a_rebuild_converges(emulator, tmp_path, point):
+    """SIGKILL while the dataset is created, during the downloads, after a checkpoint, inside
+    `datalad run`:
+    the rebuild gives exactly an uninterrupted build (ids, keys, derivative keys), with every
+    derivative inside a run record, a clean status and a clean fsck."""
+    fields = {"max_images": 10, "resample": {"voxel_size": 3}}
+    spec = write_spec(tmp_path, emulator.url, **fields)
+    reference = tmp_path / "ref"
+    assert nv("build", spec, "-d", reference) == 0
+    ds = tmp_path / "ds"
+    emulator.set_network(latency=0.2 if point == "creation" else 0.02, bandwidth=400_000)
+    proc = _started(spec, ds, "--checkpoint", "3", "-J", "2")
+    _kill_when(proc, lambda: KILL_POINTS[point](ds))
+    emulator.set_network()
+    assert nv("build", spec, "-d", ds) == 0
+    assert image_ids(ds) == image_ids(reference)
+    for iid in image_ids(ds):
+        assert key_of(ds, iid) == key_of(reference, iid)
+    assert _resampled_keys(ds) == _resampled_keys(reference)
+    assert git(ds, "status", "--porcelain") == ""
+    annex(ds, "fsck", "--fast", "--quiet")
+    assert tags(ds) == ["v1.0.0"]
+    for path in _resampled_keys(ds):  # every derivative was added by a datalad run commit
+        added = git(ds, "log", "--diff-filter=A", "--format=%s", "--", path)
+        assert "[DATALAD RUNCMD]" in added, (path, added)
+    changes = (ds / "CHANGES.md").read_text()
+    assert f"Added ({len(image_ids(ds))})" in changes
+
+
+def test_ctrl_c_stops_within_seconds_and_keeps_what_landed(emulator, tmp_path):
+    """SIGINT during the downloads: exit 130 within 5 s, what landed is committed (the
+    rebuild does not download it again) and the message says how to resume."""
+    spec = write_spec(tmp_path, emulator.url, max_images=20)
+    ds = tmp_path / "ds"
+    emulator.set_network(latency=0.05, bandwidth=150_000)
+    proc = _started(spec, ds, "-J", "2", "--checkpoint", "100")
+    deadline = time.time() + 240
+    while "image_" not in "".join(p.name for p in (ds / "neurovault").glob("*/image_*")) \
+            and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=30)
+    took = time.time() - sent
+    err = proc.stderr.read()
+    assert code == 130, err
+    assert took <= 5, f"Ctrl-C took {took:.1f} s"
+    assert "run the same command again" in err
+    landed = image_ids(ds)
+    assert landed and "checkpoint" in _commits(ds)
+    assert git(ds, "status", "--porcelain") == ""
+    emulator.set_network()
+    before = emulator.downloads
+    assert nv("build", spec, "-d", ds) == 0
+    again = emulator.downloads - before
+    assert not set(again) & landed, "images that had landed were downloaded again"
+    assert len(image_ids(ds)) == 20
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (root only, as CI runs): a dataset there runs out of space."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_while_downloading_exits_1_and_the_next_build_completes(emulator, small_disk):
+    spec = write_spec(small_disk.parent, emulator.url, max_images=12)
+    ds = small_disk / "ds"
+    proc = _build_process(spec, ds)
+    assert proc.returncode == 1, proc.stderr
+    assert "disk full" in proc.stderr
+    assert not list((ds / ".git").glob("nv-datalad-tmp/*.part"))
+    subprocess.run(["mount", "-o", "remount,size=200m", str(small_disk)], check=True)
+    assert nv("build", spec, "-d", ds) == 0
+    assert len(image_ids(ds)) == 12
+    annex(ds, "fsck", "--fast", "--quiet")
+    assert git(ds, "status", "--porcelain") == ""
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _build_process(spec: Path, ds: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "build", str(spec), "-d", str(ds), *extra],
+                          capture_output=True, text=True, timeout=600)
