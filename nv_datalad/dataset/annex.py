@@ -9,9 +9,10 @@ next build).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import time
+import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from nv_datalad.errors import AnnexError
 log = logging.getLogger(__name__)
 
 WEB_UUID = "00000000-0000-0000-0000-000000000001"
+_KEY_SAFE = frozenset(string.ascii_letters + string.digits + ".-_/%:")
+_KEY_NAME_MAX = 64  # bytes: a SHA256 checksum's length
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,21 @@ def metadata_line(fields: Mapping[str, object], *, file: str | None = None,
     return json.dumps({**target, "fields": clean}, ensure_ascii=False)
 
 
+def url_key(url: str, size: int | None) -> str:
+    """The key ``git annex addurl --fast`` gives ``url``, without its HEAD: ``VURL-s<size>--``
+    with the size the API reports (``VURL--`` without one, as ``--relaxed`` makes).
+
+    The name is git-annex's own (``genKeyName``): the URL with characters other than letters,
+    digits and ``.-_/%:`` escaped as ``,<code point>`` (``,`` as ``,,``); a URL over 64 bytes
+    keeps 31 characters of that plus ``-`` and the URL's MD5, so keys stay short file names.
+    """
+    name = "".join(c if c in _KEY_SAFE else ",," if c == "," else f",{ord(c)}" for c in url)
+    raw = url.encode("utf-8")
+    if len(raw) > _KEY_NAME_MAX:
+        name = f"{name[:31]}-{hashlib.md5(raw, usedforsecurity=False).hexdigest()}"
+    return f"VURL-s{size}--{name}" if size else f"VURL--{name}"
+
+
 class Annex:
     """The git-annex operations a build needs, each one process per batch."""
 
@@ -66,52 +84,57 @@ class Annex:
         self.stall_timeout = stall_timeout
 
     def addurls(
-        self, pairs: Sequence[tuple[str, str]],
+        self, items: Sequence[tuple[str, str, int | None]],
         on_reply: Callable[[int], None] | None = None,
     ) -> list[AddResult]:
-        """Register ``(url, relpath)`` pairs without downloading (``addurl --fast``: a HEAD for
-        the size, a VURL key). Builds that download use :mod:`nv_datalad.download` instead:
-        one request per file where addurl sends a HEAD before every GET."""
-        if not pairs:
+        """Register ``(url, relpath, size)`` triples without sending a request.
+
+        ``addurl --fast`` sends a HEAD and a GET per file to learn what the API already says;
+        here the key is made from the URL and the API's size (:func:`url_key`, the key addurl
+        would make), its URL recorded with ``registerurl`` and the file pointed at it with
+        ``fromkey``: one batch process each. Builds that download use
+        :mod:`nv_datalad.neurovault.download` instead.
+        """
+        if not items:
             return []
-        for url, path in pairs:
+        for url, path, _ in items:
             if any(c in url + path for c in "\n\r"):
                 raise AnnexError(f"refusing a URL or path with a line break: {url!r}")
-        args = ["addurl", "--batch", "--with-files", "--json", "--json-error-messages",
-                "--fast", "-J", str(self.jobs)]
-        results = self._addurls_once(pairs, args, on_reply)
-        retry = [(r.url, r.path) for r in results if not r.ok]
-        if not retry:
+        keyed = [(url, path, url_key(url, size)) for url, path, size in items]
+        results = self._register_once(keyed, on_reply)
+        failed = {r.path for r in results if not r.ok}
+        if not failed:
             return results
-        # One more try for what failed: transfer locks or tmp files left by a killed run, a
-        # passing network fault. What fails twice is reported (and retried next build).
-        for _, path in retry:
+        # One more try for what failed: a file or index entry left by a killed run is in the
+        # way of fromkey. What fails twice is reported (and retried by the next build).
+        for path in failed:
             discard(self.root, path)
-        time.sleep(1.0)
-        again = {r.path: r for r in self._addurls_once(retry, args)}
+        again = {r.path: r for r in self._register_once([k for k in keyed if k[1] in failed])}
         return [again.get(r.path, r) for r in results]
 
-    def _addurls_once(self, pairs: Sequence[tuple[str, str]], args: list[str],
-                      on_reply: Callable[[int], None] | None = None) -> list[AddResult]:
-        replies, problem = batch(self.root, args, [f"{url} {path}" for url, path in pairs],
-                                 stall=self.stall_timeout, on_reply=on_reply)
-        by_path: dict[str, dict] = {}
-        for reply in replies:
-            path = reply.get("file")
-            if path is None and reply.get("input"):
-                path = str(reply["input"][0]).split(" ", 1)[-1]
-            if path is not None:
-                by_path[str(path)] = reply
+    def _register_once(self, keyed: Sequence[tuple[str, str, str]],
+                       on_reply: Callable[[int], None] | None = None) -> list[AddResult]:
+        registered = self._errors_by_input(["registerurl", "--batch"],
+                                           [f"{key} {url}" for url, _, key in keyed])
+        linked = self._errors_by_input(
+            ["fromkey", "--batch"],
+            [f"{key} {path}" for url, path, key in keyed if not registered[f"{key} {url}"]],
+            on_reply)
         out = []
-        for url, path in pairs:
-            reply = by_path.get(path)
-            if reply is None:
-                out.append(AddResult(path, url, None, problem or "no reply from git-annex"))
-            elif reply.get("success") and reply.get("key"):
-                out.append(AddResult(path, url, str(reply["key"])))
-            else:
-                out.append(AddResult(path, url, None, reply_error(reply)))
+        for url, path, key in keyed:
+            error = registered[f"{key} {url}"] or linked[f"{key} {path}"]
+            out.append(AddResult(path, url, None if error else key, error))
         return out
+
+    def _errors_by_input(self, args: list[str], lines: Sequence[str],
+                         on_reply: Callable[[int], None] | None = None) -> dict[str, str]:
+        """Feed ``lines`` to one batch command; line → error ('' when it succeeded), matched
+        by the ``input`` git-annex echoes."""
+        replies, problem = batch(self.root, [*args, "--json", "--json-error-messages"], lines,
+                                 stall=self.stall_timeout, on_reply=on_reply)
+        done = {str(r["input"][0]): r for r in replies if r.get("input")}
+        return {line: reply_error(done[line]) if line in done
+                else problem or "no reply from git-annex" for line in lines}
 
     def batch(self, *args: str) -> BatchProcess:
         return BatchProcess(self.root, args, timeout=self.stall_timeout)

@@ -1,7 +1,7 @@
 """The repository: creation, the build lock, identity, commits and version tags.
 
 Commits are plain git on top of what the annex layer staged (text goes to git by
-``.gitattributes``); DataLad is used where its semantics matter (``create``, ``run``).
+``.gitattributes``); a new dataset is what ``datalad create`` makes, made without DataLad.
 Reading (tags, dataset id, files at a revision) is :mod:`nv_datalad.dataset.revision`'s job.
 """
 
@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nv_datalad.dataset import layout
 from nv_datalad.dataset.files import write_text
-from nv_datalad.dataset.runner import git, stop_orphans
+from nv_datalad.dataset.runner import annex, git, stop_orphans
 from nv_datalad.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ GITATTRIBUTES = f"""{GITATTRIBUTES_MARKER}
 *.nii annex.largefiles=anything
 """
 LOCK_NAME = "nv-datalad.lock"
+#: What ``datalad create`` writes: MD5E keys, git's own dotfiles never annexed.
+DATALAD_GITATTRIBUTES = "* annex.backend=MD5E\n**/.git* annex.largefiles=nothing\n"
+DATALAD_FILES = (".datalad/.gitattributes", ".datalad/config")
 
 
 def is_dataset(root: Path) -> bool:
@@ -36,15 +40,35 @@ def is_dataset(root: Path) -> bool:
 def create(root: Path, *, description: str = "") -> None:
     """A new DataLad dataset whose ``.gitattributes`` keep text in git and NIfTI annexed."""
     if not is_dataset(root):
-        import datalad.api as dl  # 0.5 s of imports: only when there is something to create
-
-        dl.create(path=str(root), description=description or None, result_renderer="disabled")
+        _init_dataset(root)
     attrs = root / ".gitattributes"
     text = attrs.read_text() if attrs.exists() else ""
     if GITATTRIBUTES_MARKER not in text:
         attrs.write_text(text.rstrip("\n") + "\n" + GITATTRIBUTES)
-        git(root, "add", ".gitattributes")
+        # .datalad too: a creation killed before its commit left those files uncommitted
+        git(root, "add", "--", ".gitattributes",
+            *(f for f in DATALAD_FILES if (root / f).is_file()))
         git(root, "commit", "-q", "-m", "nv-datalad: keep text in git, NIfTI in the annex")
+    if not git(root, "config", "--get", "annex.uuid", check=False).strip():
+        # last, also when a creation was killed before it: the commits above are plain git
+        # until git-annex's filter is installed (each annexed-repo `git add` starts git-annex)
+        annex(root, "init", "-q", *([description] if description else []))
+
+
+def _init_dataset(root: Path) -> None:
+    """What ``datalad create`` commits, file for file, without importing DataLad (0.5 s).
+
+    ``datalad create`` is ``git init``, ``git annex init [DESCRIPTION]`` (done by
+    :func:`create`), a dataset id in ``.datalad/config``, the two ``.gitattributes`` below
+    and one commit.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q")
+    write_text(root, ".gitattributes", DATALAD_GITATTRIBUTES)
+    write_text(root, ".datalad/.gitattributes", "config annex.largefiles=nothing\n")
+    write_text(root, ".datalad/config", f'[datalad "dataset"]\n\tid = {uuid.uuid4()}\n')
+    git(root, "add", "--", ".gitattributes", *DATALAD_FILES)
+    git(root, "commit", "-q", "--no-verify", "-m", "[DATALAD] new dataset")
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +42,12 @@ class ClientConfig:
     page_size: int = 1000  # the server's max_limit; fewer round trips than nilearn's 100
     workers: int = 8
     user_agent: str = "nv-datalad"
+
+    @property
+    def crawl_workers(self) -> int:
+        """Requests in flight while crawling: list pages are tiny JSON replies, so four times
+        the file workers (at most 16, a polite load on a small server) hide the latency."""
+        return max(1, min(16, 4 * self.workers))
 
 
 def _with_query(url: str, **params: Any) -> str:
@@ -84,9 +90,10 @@ class NeuroVaultClient:
             raise_on_status=False,
         )
         session = requests.Session()
-        adapter = HTTPAdapter(
-            max_retries=retry, pool_connections=cfg.workers, pool_maxsize=cfg.workers * 2
-        )
+        # Keep-alive: every thread of the crawl (or of the downloads) keeps its connection,
+        # so the pool must hold as many as run at once, or urllib3 discards the extras.
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=cfg.workers,
+                              pool_maxsize=max(cfg.workers, cfg.crawl_workers))
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers.update({"User-Agent": cfg.user_agent, "Accept": "application/json"})
@@ -164,25 +171,66 @@ class NeuroVaultClient:
     # -- paging ----------------------------------------------------------------------------
 
     def list_all(self, path: str, *, limit: int | None = None) -> list[dict]:
-        """Every result of a paginated list, fetched in parallel and returned in page order.
+        """Every result of a paginated list, returned in page order (see :meth:`list_pages`)."""
+        with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
+            return self.list_pages(pool, path, limit=limit).result()
 
-        The first page tells ``count``; the remaining offsets are requested concurrently.
-        ``next`` links are followed afterwards only if the parallel pages came up short (the
-        list grew meanwhile), with a guard against a server that loops.
+    def list_pages(self, pool: Executor, path: str, *,
+                   limit: int | None = None) -> Future[list[dict]]:
+        """Every result of a paginated list, as a future; its pages are requested on ``pool``.
+
+        The first page tells ``count``; the remaining offsets are then requested concurrently
+        on the same pool, from a callback, so a crawl can keep many lists in flight on one
+        bounded pool without a worker ever waiting for another. ``next`` links are followed
+        afterwards only if the parallel pages came up short (the list grew meanwhile), with a
+        guard against a server that loops. A pool shut down meanwhile fails the future.
         """
         page = self.config.page_size if limit is None else limit
-        first_url = _with_query(self.url_for(path), limit=page, offset=0)
-        first = self._page(first_url)
-        results = list(first["results"])
-        count = first.get("count")
-        nxt = first.get("next")
-        if nxt and isinstance(count, int) and count > len(results):
-            step = len(results) or page
-            offsets = range(step, count, step)
-            urls = [_with_query(self.url_for(path), limit=page, offset=o) for o in offsets]
-            for batch in self.map(self._page, urls):
-                results.extend(batch["results"])
-                nxt = batch.get("next")
+        done: Future[list[dict]] = Future()
+
+        def url_at(offset: int) -> str:
+            return _with_query(self.url_for(path), limit=page, offset=offset)
+
+        def finish(pages: list[Future[dict]]) -> None:
+            try:
+                results = [r for f in pages for r in f.result()["results"]]
+                count = pages[0].result().get("count")
+                done.set_result(self._follow_next(results, pages[-1].result().get("next"),
+                                                  count))
+            except BaseException as exc:  # handed to whoever reads the future
+                done.set_exception(exc)
+
+        def on_first(first: Future[dict]) -> None:
+            try:
+                head = first.result()
+                count, got = head.get("count"), len(head["results"])
+                step = got or page
+                offsets = range(step, count, step) if head.get("next") and \
+                    isinstance(count, int) and count > got else range(0)
+                rest = [pool.submit(self._page, url_at(o)) for o in offsets]
+            except BaseException as exc:  # incl. a pool shut down meanwhile
+                done.set_exception(exc)
+                return
+            pages = [first, *rest]
+            left = [len(rest)]
+            lock = threading.Lock()
+
+            def one_done(_: Future) -> None:
+                with lock:
+                    left[0] -= 1
+                    last = left[0] == 0
+                if last:
+                    finish(pages)
+
+            if not rest:
+                finish(pages)
+            for f in rest:
+                f.add_done_callback(one_done)
+
+        pool.submit(self._page, url_at(0)).add_done_callback(on_first)
+        return done
+
+    def _follow_next(self, results: list[dict], nxt: str | None, count: Any) -> list[dict]:
         seen: set[str] = set()
         while nxt and len(results) < (count or 0):
             if nxt in seen or len(seen) > 100_000:
@@ -223,6 +271,10 @@ class NeuroVaultClient:
 
     def collection_images(self, collection_id: int) -> list[dict]:
         return self.list_all(f"collections/{int(collection_id)}/images/")
+
+    def collection_images_on(self, pool: Executor, collection_id: int) -> Future[list[dict]]:
+        """:meth:`collection_images` with every page requested on ``pool`` (a crawl's)."""
+        return self.list_pages(pool, f"collections/{int(collection_id)}/images/")
 
     def image(self, image_id: int) -> dict:
         return self._record(f"images/{int(image_id)}/")

@@ -4,7 +4,7 @@
 long-lived ``git annex add`` / ``registerurl`` / ``metadata`` batch processes, so git-annex works
 while the network does (``addurl`` would send a HEAD before every GET). Keys are checksums and
 the web URL is registered, so ``datalad get`` can fetch it again after a drop.
-``content: register``: ``addurl`` without downloading (URL keys).
+``content: register``: no request at all; URL keys made from the API's URL and ``file_size``.
 """
 
 from __future__ import annotations
@@ -137,14 +137,16 @@ def _download(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], actio
 
 def _register(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], action: str,
               on_reply: Callable[[int], None] | None, failures: list[Result]) -> list[Placed]:
+    """The API already says each file's URL and size: registering sends no request, and the
+    first ``datalad get`` of a file is what fetches (and checks) it."""
     by_path = {
         str(layout.image_file(item.collection_id, item.image_id, layout.image_extension(url))):
             (item, url)
         for item, url in todo
     }
     placed = []
-    for res in ctx.annex.addurls([(url, rel) for rel, (_, url) in by_path.items()],
-                                 on_reply=on_reply):
+    triples = [(url, rel, _file_size(item.record or {})) for rel, (item, url) in by_path.items()]
+    for res in ctx.annex.addurls(triples, on_reply=on_reply):
         item, url = by_path[res.path]
         if res.ok:
             placed.append(Placed(item, res.path, url, res.key or ""))
@@ -154,3 +156,10 @@ def _register(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], actio
     for path, err in errors.items():
         log.warning("%s: annex metadata not set: %s", path, err)
     return placed
+
+
+def _file_size(record: Mapping[str, Any]) -> int | None:
+    """The size a key may claim: ``file_size`` 0 means the file is missing on the server's
+    disk (NEUROVAULT_API.md), so it claims none."""
+    size = record.get("file_size")
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None

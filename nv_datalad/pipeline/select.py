@@ -2,29 +2,40 @@
 
 The server lists collections in database order, so nilearn's selection with ``max_images``
 depends on the day you ask. Here collections and images are always visited by ascending id:
-the same spec against the same server state selects the same images. Image lists are fetched
-in parallel ahead of the walk and consumed in id order.
+the same spec against the same server state selects the same images. Image lists (every page
+of each) are fetched ahead of the walk on one bounded pool, many small collections at once, and
+consumed in id order: the crawl costs a few round trips, not one per collection.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
 from nv_datalad.errors import NeuroVaultError, NotFound
 from nv_datalad.neurovault.client import NeuroVaultClient
-from nv_datalad.neurovault.records import image_collection_id, normalise_nulls, record_id
+from nv_datalad.neurovault.records import (
+    image_collection_id,
+    image_problem,
+    normalise_nulls,
+    record_id,
+)
 from nv_datalad.records import Result, Status
 
 log = logging.getLogger(__name__)
 
-# nilearn's limits: stop after this many failures in a row (server down), skip a collection
-# after this many failures inside it.
+# nilearn's limit: stop after this many failures in a row (the server is down).
 MAX_CONSECUTIVE_FAILS = 100
-MAX_FAILS_IN_COLLECTION = 30
+#: The action of a result for a record refused at the edge.
+REFUSED = "refuse"
+#: Image lists requested ahead of the walk: enough to keep the crawl's pool busy across many
+#: small collections, few enough that lists fetched but not yet walked stay a bounded window.
+CRAWL_WINDOW = 256
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,10 @@ class Selection:
     seen_image_ids: set[int] = field(default_factory=set)
     #: collection ids whose image list was read completely
     walked_collections: set[int] = field(default_factory=set)
+    #: current records of ``keep`` images (those in the dataset) that did not match
+    unmatched: dict[int, dict] = field(default_factory=dict)
+    #: records refused at the edge (bad ids, URLs, sizes), one result each
+    refused: list[Result] = field(default_factory=list)
     #: False when the walk stopped early for failures (so absence proves nothing)
     complete: bool = True
 
@@ -62,8 +77,10 @@ class Selection:
 class _Walk:
     """Mutable state of one walk: failure counters and the results gathered so far."""
 
-    def __init__(self, max_images: int | None, max_consecutive_fails: int):
+    def __init__(self, max_images: int | None, max_consecutive_fails: int,
+                 keep: frozenset[int] = frozenset()):
         self.sel = Selection()
+        self.keep = keep
         self.max_images = max_images
         self.max_consecutive_fails = max_consecutive_fails
         self.consecutive_fails = 0
@@ -83,6 +100,21 @@ class _Walk:
                 "is the server reachable? Re-run the build later to finish"
             )
 
+    def refuse(self, record: Mapping[str, Any], problem: str, collection_id: int | None,
+               kind: str = "image") -> None:
+        """A record the server should not have sent: refused once, here, with the reason.
+
+        Not a failure of the build (retrying cannot fix a bad record) and not a sign of an
+        outage, so it neither counts towards ``max_consecutive_fails`` nor sets exit 1.
+        """
+        rid = record.get("id")
+        what = f"{kind} {str(rid)[:40]!r}" + (
+            f" of collection {collection_id}" if collection_id is not None else "")
+        message = f"refused {what}: {problem}"
+        log.warning("%s", message)
+        self.sel.refused.append(Result(REFUSED, Status.IMPOSSIBLE, record_id(record),
+                                       collection_id, message=message))
+
     def take(self, image: dict, collection: dict) -> None:
         self.consecutive_fails = 0
         if image.get("collection_id") is None:
@@ -96,17 +128,20 @@ def select(
     client: NeuroVaultClient,
     spec: Any,
     *,
+    keep: frozenset[int] = frozenset(),
     max_consecutive_fails: int = MAX_CONSECUTIVE_FAILS,
-    max_fails_in_collection: int = MAX_FAILS_IN_COLLECTION,
 ) -> Selection:
     """Walk the server as ``spec`` says. Failures become result records, never exceptions,
-    until ``max_consecutive_fails`` in a row suggest the server is down."""
-    walk = _Walk(None if spec.explicit else spec.max_images, max_consecutive_fails)
+    until ``max_consecutive_fails`` in a row suggest the server is down. ``keep``: ids of
+    images the dataset holds, whose records are kept even when they no longer match."""
+    walk = _Walk(None if spec.explicit else spec.max_images, max_consecutive_fails, keep)
+    if walk.full:  # max_images: 0 asks for nothing
+        return walk.sel
     try:
         if spec.explicit:
             _walk_explicit(client, spec, walk)
         else:
-            _walk_filtered(client, spec, walk, max_fails_in_collection)
+            _walk_filtered(client, spec, walk)
     except NeuroVaultError as exc:
         walk.sel.complete = False
         walk.sel.failures.append(Result("select", Status.ERROR, message=str(exc)))
@@ -119,6 +154,8 @@ def select_local(spec: Any, local: Mapping[int, dict], cols: Mapping[int, dict])
     sel = Selection()
     wanted_ids = set(spec.image_ids)
     wanted_cols = set(spec.collection_ids)
+    if not spec.explicit and spec.max_images == 0:
+        return sel
     for iid in sorted(local):
         sc = local[iid]
         col = cols.get(sc.get("collection_id"))  # type: ignore[arg-type]
@@ -150,80 +187,96 @@ def _wanted_collection_ids(terms: Mapping[str, Any]) -> list[int] | None:
 
 
 def _walk_filtered(
-    client: NeuroVaultClient, spec: Any, walk: _Walk, max_fails_in_collection: int
+    client: NeuroVaultClient, spec: Any, walk: _Walk
 ) -> None:
     col_ok = spec.collection_predicate()
     img_ok = spec.image_predicate()
     pinned = _wanted_collection_ids(spec.collection_terms)
     if pinned is not None:
         collections = []
-        for cid in pinned:
-            try:
-                collections.append(client.collection(cid))
-            except NeuroVaultError as exc:
-                walk.fail("select", f"collection {cid}: {exc}", collection_id=cid)
+        for cid, got in _fetch_collections(client, pinned).items():
+            if isinstance(got, NeuroVaultError):
+                walk.fail("select", f"collection {cid}: {got}", collection_id=cid)
+            else:
+                collections.append(got)
     else:
         collections = client.collections()
-    chosen = sorted(
-        (c for c in collections if record_id(c) is not None and col_ok(normalise_nulls(c))),
-        key=lambda c: record_id(c) or 0,
-    )
+    usable = []
+    for c in collections:
+        if record_id(c) is None:
+            walk.refuse(c, f"collection id {str(c.get('id'))[:40]!r} is not a non-negative "
+                           "integer", None, kind="collection")
+        else:
+            usable.append(c)
+    chosen = sorted((c for c in usable if col_ok(normalise_nulls(c))),
+                    key=lambda c: record_id(c) or 0)
     log.info("%d collections match the collection terms", len(chosen))
-    for collection, images in _prefetch(client, chosen):
-        cid = int(collection["id"])
-        if isinstance(images, Exception):
-            walk.fail("select", f"collection {cid}: {images}", collection_id=cid)
-            continue
-        walk.sel.walked_collections.add(cid)
-        fails = 0
-        for image in sorted(images, key=lambda r: record_id(r) or -1):
-            iid = record_id(image)
-            if iid is None or image_collection_id(image) not in (cid, None):
-                fails += 1
-                walk.fail("select", f"collection {cid}: malformed image record", collection_id=cid)
-                if fails >= max_fails_in_collection:
-                    break
+    with closing(_prefetch(client, chosen)) as lists:  # closing: stop requesting when full
+        for collection, images in lists:
+            cid = int(collection["id"])
+            if isinstance(images, Exception):
+                walk.fail("select", f"collection {cid}: {images}", collection_id=cid)
                 continue
-            walk.sel.seen_image_ids.add(iid)
-            if img_ok(normalise_nulls(image)):
-                walk.take(image, collection)
-                if walk.full:
-                    return
+            walk.sel.walked_collections.add(cid)
+            for image in sorted(images, key=lambda r: record_id(r) or -1):
+                iid = record_id(image)
+                if iid is not None:
+                    walk.sel.seen_image_ids.add(iid)
+                problem = image_problem(image, cid)
+                if problem:
+                    walk.refuse(image, problem, cid)
+                    continue
+                if img_ok(normalise_nulls(image)):
+                    walk.take(image, collection)
+                    if walk.full:
+                        return
+                elif iid in walk.keep:
+                    walk.sel.unmatched[iid] = {**image, "collection_id": cid}
 
 
 def _prefetch(
-    client: NeuroVaultClient, collections: list[dict], window: int | None = None
+    client: NeuroVaultClient, collections: Sequence[dict], window: int = CRAWL_WINDOW
 ) -> Iterator[tuple[dict, list[dict] | Exception]]:
-    """Fetch image lists a few collections ahead of the consumer, yield in input order.
+    """Image lists of ``collections``, every page of each, yielded in input order.
 
-    A bounded window keeps memory flat and stops wasting requests once ``max_images`` is met.
+    All requests share one pool of ``crawl_workers`` threads, so many small collections are
+    in flight at once. At most ``window`` lists are requested ahead of the consumer (memory
+    stays flat); closing the generator (``max_images`` met) cancels what is queued, so no new
+    request is sent.
     """
-    window = window or max(2, client.config.workers)
+    pool = ThreadPoolExecutor(max_workers=client.config.crawl_workers)
+    pending: deque[tuple[dict, Future[list[dict]]]] = deque()
+    upcoming = iter(collections)
 
-    def fetch(cid: int) -> list[dict] | Exception:
+    def top_up() -> None:
+        while len(pending) < window and (col := next(upcoming, None)) is not None:
+            pending.append((col, client.collection_images_on(pool, int(col["id"]))))
+
+    try:
+        top_up()
+        while pending:
+            col, fut = pending.popleft()
+            top_up()
+            try:
+                images: list[dict] | Exception = fut.result()
+            except NeuroVaultError as exc:
+                images = exc
+            yield col, images
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fetch_collections(client: NeuroVaultClient,
+                       cids: Sequence[int]) -> dict[int, dict | NeuroVaultError]:
+    """Collection records by id (in ``cids`` order), requested in parallel."""
+
+    def fetch(cid: int) -> dict | NeuroVaultError:
         try:
-            return client.collection_images(cid)
+            return client.collection(cid)
         except NeuroVaultError as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=client.config.workers) as pool:
-        pending: list[tuple[dict, Future]] = []
-        it = iter(collections)
-        for col in it:
-            pending.append((col, pool.submit(fetch, int(col["id"]))))
-            if len(pending) >= window:
-                break
-        while pending:
-            col, fut = pending.pop(0)
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(fetch, int(nxt["id"]))))
-            try:
-                yield col, fut.result()
-            except GeneratorExit:
-                for _, f in pending:
-                    f.cancel()
-                raise
+    return dict(zip(cids, client.map(fetch, cids), strict=True))
 
 
 def _walk_explicit(client: NeuroVaultClient, spec: Any, walk: _Walk) -> None:
@@ -231,33 +284,38 @@ def _walk_explicit(client: NeuroVaultClient, spec: Any, walk: _Walk) -> None:
     filters the user wrote still apply, nilearn's defaults do not."""
     col_ok: Callable[[Mapping], bool] = spec.collection_predicate()
     img_ok: Callable[[Mapping], bool] = spec.image_predicate()
-    collections: dict[int, dict] = {}
     picked: dict[int, tuple[dict, int]] = {}
+    listed = sorted(set(spec.collection_ids))
+    records = _fetch_collections(client, listed)
 
     def get_collection(cid: int) -> dict | None:
-        if cid not in collections:
-            try:
-                collections[cid] = client.collection(cid)
-            except NeuroVaultError as exc:
-                walk.fail("select", f"collection {cid}: {exc}", collection_id=cid)
-                return None
-        return collections[cid]
+        got = records[cid]
+        if isinstance(got, NeuroVaultError):
+            walk.fail("select", f"collection {cid}: {got}", collection_id=cid)
+            return None
+        return got
 
-    for cid in sorted(set(spec.collection_ids)):
-        col = get_collection(cid)
-        if col is None or not col_ok(normalise_nulls(col)):
-            continue
-        try:
-            images = client.collection_images(cid)
-        except NeuroVaultError as exc:
-            walk.fail("select", f"collection {cid}: {exc}", collection_id=cid)
-            continue
-        walk.sel.walked_collections.add(cid)
-        for image in images:
-            iid = record_id(image)
-            if iid is not None:
-                walk.sel.seen_image_ids.add(iid)
-                picked[iid] = (image, cid)
+    chosen = [r for r in records.values()
+              if not isinstance(r, NeuroVaultError) and col_ok(normalise_nulls(r))]
+    with closing(_prefetch(client, chosen)) as lists:
+        for cid in listed:  # failures reported in id order, as the walk meets them
+            col = get_collection(cid)
+            if col is None or not col_ok(normalise_nulls(col)):
+                continue
+            _, images = next(lists)
+            if isinstance(images, Exception):
+                walk.fail("select", f"collection {cid}: {images}", collection_id=cid)
+                continue
+            walk.sel.walked_collections.add(cid)
+            for image in images:
+                iid = record_id(image)
+                if iid is not None:
+                    walk.sel.seen_image_ids.add(iid)
+                problem = image_problem(image, cid)
+                if problem:
+                    walk.refuse(image, problem, cid)
+                elif iid is not None:
+                    picked[iid] = (image, cid)
 
     wanted = sorted(set(spec.image_ids) - set(picked))
 
@@ -272,13 +330,18 @@ def _walk_explicit(client: NeuroVaultClient, spec: Any, walk: _Walk) -> None:
             reason = "not found on the server" if isinstance(image, NotFound) else str(image)
             walk.fail("select", f"image {iid}: {reason}", image_id=iid)
             continue
+        problem = image_problem(image, None)
         cid = image_collection_id(image)
-        if cid is None:
-            walk.fail("select", f"image {iid}: record has no collection id", image_id=iid)
+        if problem or cid is None or record_id(image) != iid:
+            walk.refuse(image, problem or f"answers for image {iid} with another id", None)
             continue
         walk.sel.seen_image_ids.add(iid)
         picked[iid] = (image, cid)
 
+    # the collections of listed images, asked at once; one that failed above is asked again
+    again = sorted({cid for _, cid in picked.values()
+                    if not isinstance(records.get(cid), dict)})
+    records.update(_fetch_collections(client, again))
     for iid in sorted(picked):
         image, cid = picked[iid]
         col = get_collection(cid)
