@@ -13,6 +13,7 @@ plus one key ``nv_datalad`` holding provenance::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -97,3 +98,21 @@ class Result:
     @property
     def failed(self) -> bool:
         return self.status in (Status.ERROR, Status.IMPOSSIBLE)
+
+
+_INT = re.compile(r"^\d+$")
+
+
+def parse_id(value: object) -> int | None:
+    """The one id parser: a non-negative integer (or its decimal text), else None.
+
+    Ids become path components and git-annex metadata, so anything else the server sends
+    (``"12a"``, ``-3``, ``True``, ``1.5``) is refused here, at the edge.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and _INT.match(value):
+        return int(value)
+    return None

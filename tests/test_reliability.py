@@ -154,6 +154,19 @@ def test_missing_git_annex_is_one_line_exit_2(emulator, tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
+def test_no_git_identity_commits_as_the_tool_and_says_so(emulator, tmp_path):
+    empty = tmp_path / "empty.gitconfig"
+    empty.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_AUTHOR", "GIT_COMMITTER"))}
+    env.update(GIT_CONFIG_GLOBAL=str(empty), GIT_CONFIG_NOSYSTEM="1", HOME=str(tmp_path))
+    spec = write_spec(tmp_path, emulator.url, max_images=1)
+    proc = subprocess.run([*CLI, "build", str(spec), "-d", str(tmp_path / "ds")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "git has no user.name; committing as 'nv-datalad'" in proc.stderr
+    assert git(tmp_path / "ds", "log", "-1", "--format=%an").strip() == "nv-datalad"
+
+
 # ------------------------------------------------------------------------------ concurrency
 
 

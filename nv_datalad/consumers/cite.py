@@ -32,9 +32,8 @@ from nv_datalad.citation import (
 )
 from nv_datalad.dataset import layout
 from nv_datalad.dataset import revision as versions
-from nv_datalad.neurovault.records import parse_id
 from nv_datalad.options import CITE_FORMATS
-from nv_datalad.records import PROVENANCE_KEY
+from nv_datalad.records import PROVENANCE_KEY, parse_id
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
-from nv_datalad.neurovault.records import parse_id
+from nv_datalad.records import parse_id
 
 NEUROVAULT_DIR = "neurovault"
 STATE_DIR = ".nv-datalad"

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from nv_datalad.records import parse_id
+
 # NeuroVault spells null as "", "None", "None / Other", "N/A", "null" depending on record age.
 # nilearn's regex also swallows any text *starting* with "none" ("None of the subjects...");
 # we only treat the whole value as a placeholder.
@@ -70,22 +72,6 @@ def normalise_url(url: str, *, https: bool) -> str:
     return url
 
 
-_INT = re.compile(r"^\d+$")
-
-
-def parse_id(value: object) -> int | None:
-    """The one id parser: a non-negative integer (or its decimal text), else None.
-
-    Ids become path components and git-annex metadata, so anything else the server sends
-    (``"12a"``, ``-3``, ``True``, ``1.5``) is refused here, at the edge.
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str) and _INT.match(value):
-        return int(value)
-    return None
 
 
 def record_id(record: Mapping[str, Any]) -> int | None:

@@ -16,8 +16,8 @@ import yaml
 
 from nv_datalad.citation import NEUROVAULT_REFERENCE, normalise_doi
 from nv_datalad.dataset import layout
-from nv_datalad.neurovault.records import normalise_nulls, parse_id
-from nv_datalad.records import PROVENANCE_KEY
+from nv_datalad.neurovault.records import normalise_nulls
+from nv_datalad.records import PROVENANCE_KEY, parse_id
 from nv_datalad.spec.where import annex_equivalent
 
 NOT_GIVEN = "(not given)"
