@@ -102,6 +102,7 @@ def test_a_nilearn_offline_read_never_becomes_a_version(emulator, tmp_path, monk
     assert git(ds, "rev-parse", "HEAD") == head and tags(ds) == ["v1.0.0"]
     assert git(ds, "status", "--porcelain") == ""
     assert str(tmp_path) not in git(ds, "log", "-p", "HEAD")  # no machine-local path
+    assert str(tmp_path) not in git(ds, "log", "-p", "git-annex")  # nor in the annex branch
 
 
 def test_a_persons_uncommitted_edit_stops_the_build_and_is_kept(emulator, tmp_path):

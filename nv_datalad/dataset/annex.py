@@ -78,9 +78,8 @@ def url_key(url: str, size: int | None) -> str:
 class Annex:
     """The git-annex operations a build needs, each one process per batch."""
 
-    def __init__(self, root: Path, *, jobs: int = 4, stall_timeout: float = 300.0):
+    def __init__(self, root: Path, *, stall_timeout: float = 300.0):
         self.root = Path(root)
-        self.jobs = max(1, jobs)
         self.stall_timeout = stall_timeout
 
     def addurls(

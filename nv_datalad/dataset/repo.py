@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nv_datalad.dataset import layout
 from nv_datalad.dataset.files import write_text
-from nv_datalad.dataset.runner import annex, git, stop_orphans
+from nv_datalad.dataset.runner import annex, annex_info, git, stop_orphans
 from nv_datalad.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ def create(root: Path, *, description: str = "") -> None:
     if not git(root, "config", "--get", "annex.uuid", check=False).strip():
         # last, also when a creation was killed before it: the commits above are plain git
         # until git-annex's filter is installed (each annexed-repo `git add` starts git-annex)
-        annex(root, "init", "-q", *([description] if description else []))
+        # git-annex's default description is user@host:/path: a machine-local path in the
+        # git-annex branch of a dataset meant for others. Name the dataset's copy instead.
+        annex(root, "init", "-q", " ".join((description or "nv-datalad build").split())[:200])
 
 
 def _init_dataset(root: Path) -> None:
@@ -91,6 +93,9 @@ def locked(root: Path) -> Iterator[None]:
             log.warning("removing stale lock %s (pid %s is gone)", lock, pid)
             if stop_orphans(root):
                 log.info("stopped git-annex transfers left running by the interrupted build")
+            # git's own lock, left by a git command killed with the build (nothing of ours
+            # runs now: the build lock was stale and its children died with it)
+            (root / ".git" / "index.lock").unlink(missing_ok=True)
             lock.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as fh:
@@ -208,14 +213,8 @@ def _check_annex_version(root: Path) -> None:
     have = git(root, "config", "--get", "annex.version", check=False).strip()
     if not have.isdigit():
         return
-    info = git(root, "annex", "version", check=False)
-    supported: set[str] = set()
-    version = "?"
-    for line in info.splitlines():
-        if line.startswith("git-annex version:"):
-            version = line.split(":", 1)[1].strip()
-        if line.startswith("supported repository versions:"):
-            supported = set(line.split(":", 1)[1].split())
+    info = annex_info()
+    supported, version = info.supported, info.version
     if supported and have not in supported:
         newer = int(have) > max(int(v) for v in supported)
         raise DatasetError(

@@ -17,6 +17,7 @@ Three shapes cover every use:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -293,15 +294,30 @@ def reply_error(reply: Mapping) -> str:
     return "; ".join(str(m).strip() for m in msgs if m) or str(note) or "failed"
 
 
-def annex_version() -> str:
-    """The git-annex version, or a clear error saying how to get it."""
+@dataclass(frozen=True)
+class AnnexInfo:
+    version: str
+    #: repository versions this git-annex works with (``annex.version`` of a repository)
+    supported: frozenset[str]
+
+
+@functools.cache
+def annex_info() -> AnnexInfo:
+    """The git-annex on PATH (asked once per process), or a clear error saying how to get it."""
     try:
-        return run(["git", "annex", "version", "--raw"], stall=60).out.strip()
+        out = run(["git", "annex", "version"], stall=60).out
     except (EnvironmentProblem, AnnexError) as exc:
         raise EnvironmentProblem(
             "git-annex not found on PATH; install it with `pip install git-annex` "
             "and put that environment's bin/ on PATH"
         ) from exc
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return AnnexInfo(fields.get("git-annex version", "?").strip(),
+                     frozenset(fields.get("supported repository versions", "").split()))
+
+
+def annex_version() -> str:
+    return annex_info().version
 
 
 def git_version() -> str:

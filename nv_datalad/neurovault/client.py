@@ -149,24 +149,39 @@ class NeuroVaultClient:
                 log.debug("malformed JSON (%s), retrying: %s", exc, url)
         raise NeuroVaultError(f"giving up after {cfg.retries + 1} attempts ({last})", url=url)
 
-    def probe(self) -> None:
-        """One small request, so a wrong URL or a server that is down is reported at once."""
+    def probe(self, attempts: int = 3) -> None:
+        """One small request, so a wrong URL or a server that is down is reported at once.
+
+        A refused connection fails at once; an error answer or a broken body (a server under
+        load, a page cut off) is asked again a couple of times before it counts.
+        """
         url = _with_query(self.url_for("collections/"), limit=1)
-        try:
-            resp = self.file_session.get(url, timeout=(self.config.connect_timeout,
-                                                       self.config.read_timeout))
-        except requests.RequestException as exc:
-            raise NeuroVaultError(f"cannot reach the server ({_reason(exc)})", url=url) from exc
-        if resp.status_code >= 400:
-            raise NeuroVaultError("the server answers with an error", url=url,
-                                  status_code=resp.status_code)
-        try:
-            data = resp.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict) or "results" not in data:
-            raise NeuroVaultError("this does not look like NeuroVault's API",
-                                  url=self.url_for("collections/"))
+        problem: NeuroVaultError | None = None
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(0.3 * attempt)
+            try:
+                resp = self.file_session.get(url, timeout=(self.config.connect_timeout,
+                                                           self.config.read_timeout))
+            except requests.RequestException as exc:
+                raise NeuroVaultError(f"cannot reach the server ({_reason(exc)})",
+                                      url=url) from exc
+            if resp.status_code >= 400:
+                problem = NeuroVaultError("the server answers with an error", url=url,
+                                          status_code=resp.status_code)
+                if resp.status_code < 500:
+                    break
+                continue
+            try:
+                data = resp.json()
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and "results" in data:
+                return
+            problem = NeuroVaultError("this does not look like NeuroVault's API",
+                                      url=self.url_for("collections/"))
+        assert problem is not None
+        raise problem
 
     # -- paging ----------------------------------------------------------------------------
 

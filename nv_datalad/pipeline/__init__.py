@@ -62,7 +62,7 @@ def build(
             client = NeuroVaultClient(base_url, ClientConfig(workers=max(4, jobs)))
             client.probe()  # an unreachable server is an error before anything is written
         ctx = BuildContext(spec, root, base_url, client,
-                           Annex(root, jobs=jobs, stall_timeout=stall_timeout), jobs,
+                           Annex(root, stall_timeout=stall_timeout), jobs,
                            max(1, checkpoint), recheck, progress)
         exists = repo.is_dataset(root)
         if dry_run or not exists:
