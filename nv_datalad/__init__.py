@@ -8,6 +8,8 @@ The public Python API, one function per command::
     cite(dataset, version=None)     how to cite one exact version -> Citation
     diff(dataset, old, new)         images added / updated / removed between versions -> Diff
     verify(dataset)                 drift against the server and annex integrity -> VerifyReport
+    to_nimare(dataset, where=None)  a version's maps as a nimare.dataset.Dataset (NiMARE extra)
+    report(dataset, out=None)       an HTML page: counts, glass brains, history -> ReportResult
 
 Heavy imports (datalad, nilearn, requests) happen inside the functions that need them, so
 ``import nv_datalad`` and ``nv-datalad --help`` stay instant.
@@ -20,7 +22,8 @@ from typing import Any
 
 from nv_datalad._version import __version__
 
-__all__ = ["__version__", "build", "cite", "diff", "get", "load", "verify"]
+__all__ = ["__version__", "build", "cite", "diff", "get", "load", "report", "to_nimare",
+           "verify"]
 
 
 def _tools() -> None:
@@ -81,3 +84,24 @@ def verify(dataset: str | Path = ".", *, server: str | None = None, fsck: bool =
 
     _tools()
     return _verify(Path(dataset), server=server, fsck=fsck)
+
+
+def to_nimare(dataset: str | Path = ".", where: Any = None, version: str | None = None,
+              **options: Any) -> Any:
+    """The images of a version as a ``nimare.dataset.Dataset``: one study per collection, paths
+    resolved in the dataset (``datalad get`` them before fitting). ``require_sample_size=``,
+    ``target=``, ``mask=``; see :func:`nv_datalad.consumers.nimare.export`. Needs the
+    ``nimare`` extra."""
+    from nv_datalad.consumers.nimare import to_nimare as _to_nimare
+
+    return _to_nimare(Path(dataset), where, version, **options)
+
+
+def report(dataset: str | Path = ".", out: str | Path | None = None, version: str | None = None,
+           *, get: bool = False, jobs: int | None = None) -> Any:
+    """Write the HTML report of a version (default ``<dataset>/report.html``); ``get=True``
+    fetches the images that have no thumbnail yet. Needs the ``report`` extra (matplotlib)."""
+    from nv_datalad.consumers.report import report as _report
+
+    _tools()
+    return _report(Path(dataset), out, version, get=get, jobs=jobs)

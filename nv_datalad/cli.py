@@ -127,6 +127,24 @@ def make_parser() -> argparse.ArgumentParser:
     neurosynth.add_arguments(p)
 
     sub.add_parser("schema", help="print the JSON Schema of the spec", parents=[common])
+
+    p = sub.add_parser("export", help="export a dataset version for another tool")
+    targets = p.add_subparsers(dest="target", required=True, metavar="TOOL")
+    p = targets.add_parser("nimare", help="NiMARE Dataset or NIMADS studyset (meta-analysis)",
+                           parents=[common])
+    _add_dataset(p)
+    from nv_datalad.consumers import nimare
+
+    nimare.add_arguments(p)
+
+    p = sub.add_parser("report", help="an HTML page of counts, glass brains, history, citation",
+                       parents=[common])
+    _add_dataset(p)
+    from nv_datalad.consumers import report
+
+    report.add_arguments(p)
+    p.add_argument("-J", "--jobs", type=jobs, default=None,
+                   help=f"parallel transfers for --get, 1 to {MAX_JOBS} (default: DataLad's)")
     return parser
 
 
@@ -255,6 +273,25 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from nv_datalad.consumers import nimare
+
+    result = nimare.export(Path(args.dataset), args.where, args.at,
+                           require_sample_size=args.require_sample_size)
+    nimare.write(result, Path(args.output), args.format)
+    for line in nimare.summary_lines(result, Path(args.output), args.format):
+        print(line)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from nv_datalad.consumers.report import report
+
+    result = report(Path(args.dataset), args.output, args.at, get=args.get, jobs=args.jobs)
+    print(result.summary())
+    return 0
+
+
 COMMANDS = {
     "build": _cmd_build,
     "diff": _cmd_diff,
@@ -265,6 +302,8 @@ COMMANDS = {
     "resample": _cmd_resample,
     "vectorize-words": _cmd_vectorize,
     "schema": _cmd_schema,
+    "export": _cmd_export,
+    "report": _cmd_report,
 }
 
 

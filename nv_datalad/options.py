@@ -35,6 +35,9 @@ NEUROSYNTH_DECODE_URL = "https://neurosynth.org/api/decode/"
 #: ``nv-datalad cite --format``.
 CITE_FORMATS = ("text", "bibtex", "cff")
 
+#: ``nv-datalad export nimare --format``: NiMARE's Dataset (JSON) or its NIMADS studyset.
+EXPORT_FORMATS = ("dataset", "nimads")
+
 #: Default number of parallel downloads / workers (``-J``), and the bounds ``-J`` accepts.
 DEFAULT_JOBS = 4
 MAX_JOBS = 64

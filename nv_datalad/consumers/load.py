@@ -245,7 +245,7 @@ def _words(
     return matrix[rows].toarray(), vocabulary
 
 
-def _warn_changed_content(root: Path, rev: str, chosen: list[ImageEntry], version: str) -> None:
+def warn_changed_content(root: Path, rev: str, chosen: list[ImageEntry], version: str) -> None:
     """Paths point at the working tree: say when its content is not the version's."""
     current = versions.image_sidecars(root, None)
     changed = [
@@ -292,7 +292,7 @@ def load(
                 f"{len(missing)} selected image(s) have no resampled derivative (ids "
                 f"{', '.join(map(str, missing[:10]))}); the spec needs a 'resample:' section")
     if rev is not None and version is not None:
-        _warn_changed_content(root, rev, chosen, version)
+        warn_changed_content(root, rev, chosen, version)
 
     images_meta, collections_meta = [], []
     for entry in chosen:

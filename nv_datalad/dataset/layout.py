@@ -25,6 +25,10 @@ NEUROSYNTH_DIR = "derivatives/neurosynth"
 VOCABULARY = f"{NEUROSYNTH_DIR}/vocabulary.txt"
 WORD_FREQUENCIES = f"{NEUROSYNTH_DIR}/word_frequencies.npz"
 RESAMPLE_MANIFEST = f"{STATE_DIR}/resample_manifest.tsv"
+#: The visual report (``nv-datalad report``; refreshed by builds with ``report: true``).
+REPORT = "report.html"
+#: Glass-brain thumbnails by annex key, inside .git so they are never committed.
+THUMBNAILS = ".git/nv-datalad/thumbnails"
 #: Downloads in flight, inside .git so they are never committed; emptied by recovery.
 DOWNLOAD_TMP = ".git/nv-datalad-tmp"
 

@@ -95,7 +95,8 @@ def _written_by_us(root: Path, rel: str) -> bool:
 
 def _is_derivative(rel: str) -> bool:
     name = PurePosixPath(rel).name
-    return rel.startswith(layout.NEUROSYNTH_DIR + "/") or "_resampled" in name \
+    return rel == layout.REPORT or rel.startswith(layout.NEUROSYNTH_DIR + "/") \
+        or "_resampled" in name \
         or rel.startswith(layout.RESAMPLE_MANIFEST.rsplit(".", 1)[0]) \
         or rel.startswith(".datalad/runinfo")
 

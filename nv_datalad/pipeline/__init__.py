@@ -137,4 +137,5 @@ def _run(ctx: BuildContext, *, prune: bool,
                     spec_text=spec_to_yaml(ctx.spec), images=images, cols=cols)
     if report.version is None:
         log.info("nothing changed: no commit, no tag")
+    report.results += derive.refresh_report(ctx)
     return report

@@ -86,6 +86,15 @@ def resample(ctx: BuildContext, items: Sequence[PlannedImage], changed: set[int]
     return results
 
 
+def refresh_report(ctx: BuildContext) -> list[Result]:
+    """``report: true``: report.html refreshed by ``datalad run`` after the version is tagged,
+    so the page shows that version; a no-op rebuild leaves it (and the history) alone."""
+    from nv_datalad.consumers.report import refresh_report_with_provenance
+
+    result = refresh_report_with_provenance(ctx.root) if ctx.spec.report else None
+    return [result] if result is not None and result.failed else []
+
+
 def vectorize(ctx: BuildContext) -> list[Result]:
     """The word matrix over every word file, when Neurosynth words are asked for."""
     from nv_datalad.derivatives import neurosynth

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -115,6 +115,22 @@ class _Walk:
         self.sel.refused.append(Result(REFUSED, Status.IMPOSSIBLE, record_id(record),
                                        collection_id, message=message))
 
+    def screen(self, images: Iterable[dict], cid: int) -> Iterator[tuple[int, dict]]:
+        """The usable records of a collection's complete image list: every id is noted as
+        seen, bad records are refused. The collection counts as walked (absence from it
+        proves an image vanished) only once the whole list was read, not when ``max_images``
+        stopped the walk half way."""
+        for image in images:
+            iid = record_id(image)
+            if iid is not None:
+                self.sel.seen_image_ids.add(iid)
+            problem = image_problem(image, cid)
+            if problem:
+                self.refuse(image, problem, cid)
+            elif iid is not None:
+                yield iid, image
+        self.sel.walked_collections.add(cid)
+
     def take(self, image: dict, collection: dict) -> None:
         self.consecutive_fails = 0
         if image.get("collection_id") is None:
@@ -217,15 +233,7 @@ def _walk_filtered(
             if isinstance(images, Exception):
                 walk.fail("select", f"collection {cid}: {images}", collection_id=cid)
                 continue
-            walk.sel.walked_collections.add(cid)
-            for image in sorted(images, key=lambda r: record_id(r) or -1):
-                iid = record_id(image)
-                if iid is not None:
-                    walk.sel.seen_image_ids.add(iid)
-                problem = image_problem(image, cid)
-                if problem:
-                    walk.refuse(image, problem, cid)
-                    continue
+            for iid, image in walk.screen(sorted(images, key=lambda r: record_id(r) or -1), cid):
                 if img_ok(normalise_nulls(image)):
                     walk.take(image, collection)
                     if walk.full:
@@ -306,16 +314,8 @@ def _walk_explicit(client: NeuroVaultClient, spec: Any, walk: _Walk) -> None:
             if isinstance(images, Exception):
                 walk.fail("select", f"collection {cid}: {images}", collection_id=cid)
                 continue
-            walk.sel.walked_collections.add(cid)
-            for image in images:
-                iid = record_id(image)
-                if iid is not None:
-                    walk.sel.seen_image_ids.add(iid)
-                problem = image_problem(image, cid)
-                if problem:
-                    walk.refuse(image, problem, cid)
-                elif iid is not None:
-                    picked[iid] = (image, cid)
+            for iid, image in walk.screen(images, cid):
+                picked[iid] = (image, cid)
 
     wanted = sorted(set(spec.image_ids) - set(picked))
 
