@@ -1,0 +1,1 @@
+"""What users do with a built dataset: load, get, cite, diff, verify, export, report."""

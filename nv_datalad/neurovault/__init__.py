@@ -1,0 +1,1 @@
+"""NeuroVault as a server: the HTTP client, what its records mean, file downloads."""
