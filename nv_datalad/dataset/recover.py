@@ -138,11 +138,12 @@ def recover(root: Path) -> Recovery:
                                                                            "A" in xy):
             to_commit.append(rel)  # a dataset whose creation was cut short
         elif cid is not None and rel.endswith(".json") and not deleted:
-            if untracked and _written_by_us(root, rel):
+            new = untracked or xy[0] == "A"  # staged by a checkpoint's `git add`, not in HEAD
+            if new and _written_by_us(root, rel):
                 to_commit.append(rel)  # a new sidecar or word file of a finished import
-            elif not untracked and _is_nilearn_rewrite(root, rel):
+            elif not new and _is_nilearn_rewrite(root, rel):
                 restore.append(rel)
-            elif not untracked and _written_by_us(root, rel):
+            elif not new and _written_by_us(root, rel):
                 restore.append(rel)  # a refresh not committed: the next build redoes it
             else:
                 foreign.append(rel)

@@ -70,7 +70,6 @@ def _fetch(session: requests.Session, root: Path, want: Wanted, timeout: tuple[f
                              headers={"Accept": "*/*", "Accept-Encoding": "identity"}) as resp:
                 if resp.status_code >= 400:
                     return Fetched(want, None, f"HTTP {resp.status_code}")
-                expected = resp.headers.get("Content-Length")
                 received, head = 0, b""
                 with tmp.open("wb") as fh:
                     while chunk := resp.raw.read(CHUNK, decode_content=False):
@@ -79,8 +78,8 @@ def _fetch(session: requests.Session, root: Path, want: Wanted, timeout: tuple[f
                         head = head or chunk[:2]
                         fh.write(chunk)
                         received += len(chunk)
-            if expected is not None and expected.isdigit() and int(expected) != received:
-                raise OSError(f"body cut off: {received} of {expected} bytes")
+            # A body shorter than its Content-Length is raised by urllib3 itself (2.x enforces
+            # the length on raw reads: IncompleteRead, retried below like any broken transfer).
             if received == 0:
                 raise OSError("empty body")
         except OSError as exc:

@@ -138,10 +138,11 @@ def update_content(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Res
     for p in placed:
         item, sidecar_path = p.item, layout.image_sidecar(p.item.collection_id, p.item.image_id)
         if item.image_id in old and old[item.image_id][1] == p.key:
-            # Same bytes: keep the old provenance, so an unchanged image leaves no trace.
+            # Same bytes: keep the old provenance, so an unchanged image leaves no trace, but
+            # name the URL it is served from now (a private collection gone public moves it).
             local = item.local or {}
-            write_json(ctx.root, sidecar_path,
-                       ctx.sidecar(item.record or {}, local.get(PROVENANCE_KEY, {})))
+            prov = {**local.get(PROVENANCE_KEY, {}), "source_url": p.url}
+            write_json(ctx.root, sidecar_path, ctx.sidecar(item.record or {}, prov))
             action = "verified" if same_record(local, item.record or {}) else "metadata"
         else:
             write_json(ctx.root, sidecar_path,

@@ -42,14 +42,6 @@ class PlannedImage:
     collection: dict | None = None  # server collection record
     local: dict | None = None  # current sidecar
 
-    @property
-    def old_date(self) -> str | None:
-        return (self.local or {}).get("modify_date")
-
-    @property
-    def new_date(self) -> str | None:
-        return (self.record or {}).get("modify_date")
-
 
 @dataclass
 class Plan:
