@@ -113,7 +113,9 @@ def first(dataset, tmp_path_factory):
     missing, got = out / "missing" / "report.html", out / "report.html"
     return {"missing": (missing, _report("-d", copy, "-o", missing)),
             "got": (got, _report("-d", copy, "-o", got, "--get")),
-            "head": git(copy, "rev-parse", "HEAD").strip()}
+            # the page describes the newest commit that changed more than report.html
+            "head": git(copy, "log", "-1", "--format=%H", "--", ".",
+                        ":(exclude)report.html").strip()}
 
 
 def test_the_page_shows_counts_thumbnails_and_links(dataset, first):
@@ -230,20 +232,30 @@ def test_report_true_refreshes_the_page_under_datalad_run(dataset, first):
     assert git(copy, "rev-parse", "HEAD") == head and tags(copy)
 
 
+def test_a_build_with_report_true_commits_the_page_by_datalad_run(dataset):
+    ds = dataset[2]
+    log = git(ds, "log", "-1", "--format=%B", "--", "report.html")
+    assert "[DATALAD RUNCMD]" in log and "nv-datalad report -d . -o report.html" in log
+    assert sorted(_parse(ds / "report.html").cards) == IMAGES
+
+
 def test_without_report_true_nothing_is_refreshed(dataset, tmp_path):
     plain = clone(dataset[2], tmp_path / "plain")
     spec = plain / ".nv-datalad" / "spec.yaml"
     spec.write_text(spec.read_text().replace("report: true", "report: false"))
+    git(plain, "commit", "-q", "-m", "no report", "--", ".nv-datalad/spec.yaml")
+    head = git(plain, "rev-parse", "HEAD")
     assert refresh_report_with_provenance(plain) is None
-    assert not (plain / "report.html").exists()
+    assert git(plain, "rev-parse", "HEAD") == head
 
 
 def test_without_matplotlib_the_command_says_how_to_install_it(dataset, tmp_path, capsys,
                                                                monkeypatch):
-    ds = dataset[2]  # content present, no thumbnail drawn yet
+    ds = clone(dataset[2], tmp_path / "fresh")  # no thumbnail drawn in this clone yet
+    git(ds, "config", "annex.security.allowed-ip-addresses", "127.0.0.1")
     for name in ["matplotlib", *(n for n in sys.modules if n.startswith("matplotlib."))]:
         monkeypatch.setitem(sys.modules, name, None)  # `import matplotlib...` now fails
     out = tmp_path / "report.html"
-    assert nv("report", "-d", ds, "-o", out) == 2
+    assert nv("report", "-d", ds, "-o", out, "--get") == 2
     assert "install matplotlib with pip install 'nv-datalad[report]'" in capsys.readouterr().err
     assert not out.exists()

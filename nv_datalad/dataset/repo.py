@@ -75,7 +75,12 @@ def _init_dataset(root: Path) -> None:
 
 @contextlib.contextmanager
 def locked(root: Path) -> Iterator[None]:
-    """One build per dataset at a time; a lock left by a dead process is taken over."""
+    """One build per dataset at a time; a lock left by a dead process is taken over.
+
+    Taken before the dataset is created (``.git`` is made for it), so a build killed while
+    creating is recognised like any other killed build.
+    """
+    (root / ".git").mkdir(parents=True, exist_ok=True)
     lock = root / ".git" / LOCK_NAME
     for _ in range(2):
         try:
@@ -93,9 +98,13 @@ def locked(root: Path) -> Iterator[None]:
             log.warning("removing stale lock %s (pid %s is gone)", lock, pid)
             if stop_orphans(root):
                 log.info("stopped git-annex transfers left running by the interrupted build")
-            # git's own lock, left by a git command killed with the build (nothing of ours
+            # git's own locks, left by a git command killed with the build (nothing of ours
             # runs now: the build lock was stale and its children died with it)
-            (root / ".git" / "index.lock").unlink(missing_ok=True)
+            for stale in (root / ".git").glob("*.lock"):
+                if stale.name != LOCK_NAME:
+                    stale.unlink(missing_ok=True)
+            for stale in (root / ".git" / "refs").rglob("*.lock"):
+                stale.unlink(missing_ok=True)
             lock.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as fh:
@@ -182,7 +191,9 @@ def check_target(root: Path, spec_name: str) -> None:
     if root.exists() and not root.is_dir():
         raise DatasetError(f"-d {root} is a file, not a directory; pass the dataset's directory")
     if not is_dataset(root):
-        if root.is_dir() and any(root.iterdir()):
+        # a creation of ours cut short leaves only these; anything else is somebody's
+        ours = {".git", ".datalad", ".gitattributes"}
+        if root.is_dir() and any(p.name not in ours for p in root.iterdir()):
             raise DatasetError(f"{root} exists, is not empty and is not a DataLad dataset; "
                                "choose another -d PATH")
         return

@@ -74,8 +74,8 @@ def build(
                 raise NvDataladError(
                     f"the spec selects no image on {base_url}; nothing was written (check its "
                     "filters with `nv-datalad build SPEC --dry-run`)")
-        repo.create(root, description=spec.description)
         with repo.locked(root):
+            repo.create(root, description=spec.description)
             return _run(ctx, prune=prune, planned=None if exists else first)
 
 
