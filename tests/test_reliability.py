@@ -200,8 +200,10 @@ def test_builds_of_different_datasets_run_side_by_side(emulator, tmp_path):
 # ------------------------------------------------------------------------------ server faults
 
 
-def test_server_faults_end_in_0_or_1_and_a_rebuild_completes(emulator, tmp_path):
-    spec = write_spec(tmp_path, emulator.url)
+@pytest.mark.parametrize("max_images", [
+    pytest.param(20, id="20-images"), pytest.param(None, id="all", marks=pytest.mark.slow)])
+def test_server_faults_end_in_0_or_1_and_a_rebuild_completes(emulator, tmp_path, max_images):
+    spec = write_spec(tmp_path, emulator.url, max_images=max_images)
     reference = tmp_path / "ref"
     assert nv("build", spec, "-d", reference) == 0
     emulator.set_faults(error_rate=0.15, truncate_rate=0.10, stall_rate=0.02, stall_seconds=2)
@@ -276,7 +278,10 @@ def _resampled_keys(ds: Path) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
 
-@pytest.mark.parametrize("point", list(KILL_POINTS))
+@pytest.mark.parametrize("point", [
+    # two kill points by default, all four in the slow run
+    pytest.param(p, marks=pytest.mark.slow) if p in ("creation", "checkpoint") else p
+    for p in KILL_POINTS])
 def test_sigkill_at_any_point_then_a_rebuild_converges(emulator, tmp_path, point):
     """SIGKILL while the dataset is created, during the downloads, after a checkpoint, inside
     `datalad run`:
