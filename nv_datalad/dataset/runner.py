@@ -114,15 +114,27 @@ def run(args: Sequence[str], cwd: Path | str | None = None, *, input: bytes | st
             proc.stdin.write(data)  # type: ignore[union-attr]
         with contextlib.suppress(BrokenPipeError, OSError):
             proc.stdin.close()  # type: ignore[union-attr]
+    # Wait on the readers (they end when the process closes its output, i.e. exits): joining
+    # a thread returns the moment it ends, where Popen.wait(timeout) polls with sleeps and
+    # adds up to 50 ms to every git call.
     stalled = False
-    while proc.poll() is None:
-        try:
-            proc.wait(timeout=min(1.0, stall))
-        except subprocess.TimeoutExpired:
+    for t in readers:
+        while t.is_alive() and not stalled:
+            t.join(timeout=min(1.0, stall))
+            if not t.is_alive():
+                break
+            if proc.poll() is not None:  # exited; a child of its own may hold the pipe open
+                t.join(timeout=5)
+                break
             if time.monotonic() - last[0] > stall:
                 proc.kill()
-                proc.wait()
                 stalled = True
+    try:
+        proc.wait(timeout=stall)
+    except subprocess.TimeoutExpired:  # output closed but still running: treat as a stall
+        proc.kill()
+        proc.wait()
+        stalled = True
     for t in readers:
         t.join(timeout=5)
     done = Completed(tuple(args), proc.returncode, b"".join(chunks["out"]),
