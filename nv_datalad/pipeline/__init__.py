@@ -103,12 +103,10 @@ def _plan(ctx: BuildContext, local: dict[int, dict], *,
 
 def _would_tag(ctx: BuildContext, plan: Plan) -> str | None:
     """The version a build would tag (None: nothing to do), as the release would decide."""
-    from nv_datalad.pipeline.release import question
-
     tags = revision.version_tags(ctx.root) if repo.is_dataset(ctx.root) else []
     recorded = ctx.root / layout.SPEC_FILE
-    spec_changed = recorded.is_file() and \
-        question(recorded.read_text()) != question(spec_to_yaml(ctx.spec))
+    spec_changed = release.asks_differently(
+        recorded.read_text() if recorded.is_file() else None, spec_to_yaml(ctx.spec))
     content = any(p.change in (Change.NEW, Change.CONTENT) for p in plan.items)
     if tags and not spec_changed and not content and not plan.of(Change.METADATA, Change.CHECK):
         return None

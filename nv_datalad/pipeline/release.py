@@ -28,13 +28,17 @@ from nv_datalad.pipeline.plan import Change, format_plan, next_version
 from nv_datalad.pipeline.report import BuildReport
 
 
-def question(spec_yaml: str) -> object:
-    """What a spec asks for, without how to update (``mode``) or where from (``server``):
-    a change of either is not a new dataset question, so no major version."""
+def asks_differently(recorded: str | None, spec_yaml: str) -> bool:
+    """Does ``spec_yaml`` ask another question than the ``recorded`` spec (None: no spec
+    yet)? ``mode`` (how to update) and ``server`` (where from) do not count: changing either
+    is no new dataset question, so no major version."""
     import yaml
 
-    data = yaml.safe_load(spec_yaml) or {}
-    return {k: v for k, v in data.items() if k not in ("mode", "server")}
+    def question(text: str) -> object:
+        data = yaml.safe_load(text) or {}
+        return {k: v for k, v in data.items() if k not in ("mode", "server")}
+
+    return recorded is not None and question(recorded) != question(spec_yaml)
 
 
 def write_tables(ctx: BuildContext) -> tuple[dict[int, dict], dict[int, dict]]:
@@ -49,7 +53,7 @@ def release(ctx: BuildContext, report: BuildReport, *, start_head: str | None,
             cols: Mapping[int, dict]) -> None:
     """Tag a version when the build changed anything (sets ``report.version`` and
     ``report.changes``: what this version holds that the last one did not)."""
-    spec_changed = old_spec_text is not None and question(old_spec_text) != question(spec_text)
+    spec_changed = asks_differently(old_spec_text, spec_text)
     if old_spec_text is None or spec_changed:
         write_text(ctx.root, layout.SPEC_FILE, spec_text)
     if ds.head(ctx.root) == start_head and not ds.is_dirty(ctx.root):
