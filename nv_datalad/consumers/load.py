@@ -211,10 +211,10 @@ def _annexed_bytes(root: Path, rev: str | None, relpath: str, get: bool) -> byte
         key = versions.key_from_link(raw)
         if key is None:
             return raw
-    location = versions.content_path(root, key)
+    location = versions.content_path(root, key, relpath)
     if location is None and get and rev is None:
         raise_on_failures(fetch(root, [relpath]))
-        location = versions.content_path(root, key)
+        location = versions.content_path(root, key, relpath)
     if location is None:
         log.warning("%s is not present locally (datalad get %s): no word frequencies",
                     relpath, relpath)

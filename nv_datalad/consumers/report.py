@@ -84,7 +84,7 @@ def _local_content(root: Path, relpath: str, key: str) -> Path | None:
     path = root / relpath
     if path.is_symlink() and revision.key_from_link(os.readlink(path)) == key:
         return path if path.exists() else None
-    return revision.content_path(root, key)
+    return revision.content_path(root, key, relpath)
 
 
 def render_png(path: Path) -> bytes:

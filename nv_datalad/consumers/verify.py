@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nv_datalad.dataset import layout
+from nv_datalad.dataset import layout, nesting
 from nv_datalad.dataset import repo as ds
 from nv_datalad.dataset import revision as versions
 from nv_datalad.dataset.runner import annex, json_lines
@@ -139,15 +139,24 @@ def _compare(report: VerifyReport, iid: int, sidecar: dict, record: dict | None)
         report.size_changed.append((iid, sidecar.get("file_size"), record.get("file_size")))
 
 
+def _repositories(root: Path) -> list[tuple[Path, str]]:
+    """(repository, its path prefix in the dataset): the dataset and its subdatasets."""
+    return [(root, ""), *((sub, f"{sub.relative_to(root).as_posix()}/")
+                          for sub in nesting.installed(root))]
+
+
 def _fsck(root: Path) -> list[str]:
     """``git annex fsck --fast`` over present content (sizes and presence, no re-hashing):
     every file that fails, by name, with git-annex's reason."""
-    proc = annex(root, "fsck", "--fast", "--json", "--json-error-messages", check=False)
     problems = []
-    for rec in json_lines(proc.out):
-        if not rec.get("success", True):
-            msgs = "; ".join(m.strip() for m in rec.get("error-messages") or [] if m.strip())
-            problems.append(f"{rec.get('file')}: {msgs or rec.get('note') or 'failed'}")
+    for repo, prefix in _repositories(root):
+        proc = annex(repo, "fsck", "--fast", "--json", "--json-error-messages", check=False)
+        for rec in json_lines(proc.out):
+            if not rec.get("success", True):
+                msgs = "; ".join(m.strip() for m in rec.get("error-messages") or []
+                                 if m.strip())
+                problems.append(f"{prefix}{rec.get('file')}: "
+                                f"{msgs or rec.get('note') or 'failed'}")
     return problems
 
 
@@ -158,9 +167,13 @@ def _keeps_content(root: Path) -> bool:
 
 def _absent(root: Path) -> list[str]:
     """Annexed images whose content is not here (a drop, or fsck moved it to .git/annex/bad)."""
-    proc = annex(root, "find", "--not", "--in=here", "--include=*", "--", layout.NEUROVAULT_DIR,
-                 check=False)
-    return [p for p in proc.out.splitlines() if p and layout.parse_image_file(Path(p).name)]
+    absent = []
+    for repo, prefix in _repositories(root):
+        proc = annex(repo, "find", "--not", "--in=here", "--include=*", "--",
+                     *([] if prefix else [layout.NEUROVAULT_DIR]), check=False)
+        absent += [prefix + p for p in proc.out.splitlines()
+                   if p and layout.parse_image_file(Path(p).name)]
+    return absent
 
 
 __all__ = ["VerifyReport", "verify"]

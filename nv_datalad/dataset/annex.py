@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nv_datalad.dataset.nesting import by_owner, owner
 from nv_datalad.dataset.runner import BatchProcess, annex, batch, git, reply_error
 from nv_datalad.errors import AnnexError
 
@@ -44,7 +45,8 @@ class AddResult:
 def discard(root: Path, relpath: str) -> None:
     """Take a half-added file out of the index and the worktree (its download, if any, is
     redone by the next build)."""
-    git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", relpath, check=False)
+    repo, inner = owner(root, relpath)
+    git(repo, "rm", "-q", "--cached", "--ignore-unmatch", "--", inner, check=False)
     (root / relpath).unlink(missing_ok=True)
 
 
@@ -99,67 +101,82 @@ class Annex:
         for url, path, _ in items:
             if any(c in url + path for c in "\n\r"):
                 raise AnnexError(f"refusing a URL or path with a line break: {url!r}")
-        keyed = [(url, path, url_key(url, size)) for url, path, size in items]
-        results = self._register_once(keyed, on_reply)
-        failed = {r.path for r in results if not r.ok}
-        if not failed:
-            return results
-        # One more try for what failed: a file or index entry left by a killed run is in the
-        # way of fromkey. What fails twice is reported (and retried by the next build).
-        for path in failed:
-            discard(self.root, path)
-        again = {r.path: r for r in self._register_once([k for k in keyed if k[1] in failed])}
-        return [again.get(r.path, r) for r in results]
+        sizes = {path: (url, size) for url, path, size in items}
+        done: dict[str, AddResult] = {}
+        replied = [0]
 
-    def _register_once(self, keyed: Sequence[tuple[str, str, str]],
+        def count(n: int) -> None:
+            if on_reply is not None:
+                on_reply(replied[0] + n)
+
+        for repo, paths in by_owner(self.root, sizes).items():
+            keyed = [(sizes[rel][0], rel, inner, url_key(*sizes[rel])) for rel, inner in paths]
+            results = self._register_once(repo, keyed, count)
+            replied[0] += len(keyed)
+            failed = {r.path for r in results if not r.ok}
+            if failed:
+                # One more try for what failed: a file or index entry left by a killed run is
+                # in the way of fromkey. What fails twice is reported (and retried later).
+                for path in failed:
+                    discard(self.root, path)
+                again = {r.path: r for r in self._register_once(
+                    repo, [k for k in keyed if k[1] in failed])}
+                results = [again.get(r.path, r) for r in results]
+            done.update((r.path, r) for r in results)
+        return [done[path] for _, path, _ in items]
+
+    def _register_once(self, repo: Path, keyed: Sequence[tuple[str, str, str, str]],
                        on_reply: Callable[[int], None] | None = None) -> list[AddResult]:
-        registered = self._errors_by_input(["registerurl", "--batch"],
-                                           [f"{key} {url}" for url, _, key in keyed])
+        registered = self._errors_by_input(repo, ["registerurl", "--batch"],
+                                           [f"{key} {url}" for url, _, _, key in keyed])
         linked = self._errors_by_input(
-            ["fromkey", "--batch"],
-            [f"{key} {path}" for url, path, key in keyed if not registered[f"{key} {url}"]],
-            on_reply)
+            repo, ["fromkey", "--batch"],
+            [f"{key} {inner}" for url, _, inner, key in keyed
+             if not registered[f"{key} {url}"]], on_reply)
         out = []
-        for url, path, key in keyed:
-            error = registered[f"{key} {url}"] or linked[f"{key} {path}"]
+        for url, path, inner, key in keyed:
+            error = registered[f"{key} {url}"] or linked[f"{key} {inner}"]
             out.append(AddResult(path, url, None if error else key, error))
         return out
 
-    def _errors_by_input(self, args: list[str], lines: Sequence[str],
+    def _errors_by_input(self, repo: Path, args: list[str], lines: Sequence[str],
                          on_reply: Callable[[int], None] | None = None) -> dict[str, str]:
         """Feed ``lines`` to one batch command; line → error ('' when it succeeded), matched
         by the ``input`` git-annex echoes."""
-        replies, problem = batch(self.root, [*args, "--json", "--json-error-messages"], lines,
+        replies, problem = batch(repo, [*args, "--json", "--json-error-messages"], lines,
                                  stall=self.stall_timeout, on_reply=on_reply)
         done = {str(r["input"][0]): r for r in replies if r.get("input")}
         return {line: reply_error(done[line]) if line in done
                 else problem or "no reply from git-annex" for line in lines}
 
-    def batch(self, *args: str) -> BatchProcess:
-        return BatchProcess(self.root, args, timeout=self.stall_timeout)
+    def batches(self) -> Batches:
+        return Batches(self.root, self.stall_timeout)
 
     def set_metadata(self, items: Sequence[tuple[str, Mapping[str, object]]]) -> dict[str, str]:
         """Set annex metadata fields per file (replacing old values); returns path → error."""
-        lines = [metadata_line(fields, file=path) for path, fields in items]
-        replies, problem = batch(self.root, ["metadata", "--batch", "--json",
-                                             "--json-error-messages"], lines,
-                                 stall=self.stall_timeout)
-        done = {str(r.get("file")): r for r in replies}
+        fields = dict(items)
         errors = {}
-        for path, _ in items:
-            reply = done.get(path)
-            if reply is None:
-                errors[path] = problem or "no reply from git-annex"
-            elif not reply.get("success"):
-                errors[path] = reply_error(reply)
+        for repo, paths in by_owner(self.root, fields).items():
+            lines = [metadata_line(fields[rel], file=inner) for rel, inner in paths]
+            replies, problem = batch(repo, ["metadata", "--batch", "--json",
+                                            "--json-error-messages"], lines,
+                                     stall=self.stall_timeout)
+            done = {str(r.get("file")): r for r in replies}
+            for rel, inner in paths:
+                reply = done.get(inner)
+                if reply is None:
+                    errors[rel] = problem or "no reply from git-annex"
+                elif not reply.get("success"):
+                    errors[rel] = reply_error(reply)
         return errors
 
-    def _batch_errors(self, args: list[str], items: Sequence[str], field: str) -> dict[str, str]:
-        """Run one batch command over ``items``; item → error for those that did not succeed
-        (``field`` is the reply key that echoes the item: ``file`` or ``key``)."""
+    def _batch_errors(self, repo: Path, args: list[str], items: Sequence[str],
+                      field: str) -> dict[str, str]:
+        """Run one batch command over ``items`` in ``repo``; item → error for those that did
+        not succeed (``field`` is the reply key that echoes the item: ``file`` or ``key``)."""
         if not items:
             return {}
-        replies, problem = batch(self.root, [*args, "--json", "--json-error-messages"],
+        replies, problem = batch(repo, [*args, "--json", "--json-error-messages"],
                                  list(items), stall=self.stall_timeout)
         done = {str(r.get(field)): r for r in replies}
         return {
@@ -170,32 +187,73 @@ class Annex:
 
     def drop(self, paths: Sequence[str]) -> dict[str, str]:
         """Drop local copies (git-annex checks the web still has them); path → error."""
-        return self._batch_errors(["drop", "--batch"], paths, "file")
+        errors = {}
+        for repo, pairs in by_owner(self.root, paths).items():
+            outer = {inner: rel for rel, inner in pairs}
+            failed = self._batch_errors(repo, ["drop", "--batch"], list(outer), "file")
+            errors.update((outer[inner], err) for inner, err in failed.items())
+        return errors
 
     def lookup_keys(self, paths: Sequence[str]) -> dict[str, str]:
-        """Key of each annexed path (one ``lookupkey --batch`` process)."""
-        if not paths:
-            return {}
-        proc = annex(self.root, "lookupkey", "--batch", input="".join(p + "\n" for p in paths),
-                     check=False, stall=self.stall_timeout)
-        keys = proc.out.splitlines()
-        if not proc.ok or len(keys) != len(paths):
-            log.info("git annex lookupkey failed: %s", proc.err)
-            return {}
-        return {p: k.strip() for p, k in zip(paths, keys, strict=True) if k.strip()}
+        """Key of each annexed path (one ``lookupkey --batch`` process per repository)."""
+        found = {}
+        for repo, pairs in by_owner(self.root, paths).items():
+            proc = annex(repo, "lookupkey", "--batch",
+                         input="".join(inner + "\n" for _, inner in pairs),
+                         check=False, stall=self.stall_timeout)
+            keys = proc.out.splitlines()
+            if not proc.ok or len(keys) != len(pairs):
+                log.info("git annex lookupkey failed in %s: %s", repo, proc.err)
+                continue
+            found.update((rel, k.strip()) for (rel, _), k in zip(pairs, keys, strict=True)
+                         if k.strip())
+        return found
 
-    def unregister_urls(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Stop ``key`` from claiming the web has it at ``url`` (NeuroVault URLs are not
-        versioned: after an update the URL serves other bytes)."""
-        lines = [f"{key} {url}" for key, url in pairs]
-        if not lines:
-            return
-        annex(self.root, "unregisterurl", "--batch", input="".join(f"{line}\n" for line in lines),
-              stall=self.stall_timeout)
+    def unregister_urls(self, items: Iterable[tuple[str, str, str]]) -> None:
+        """Stop the key at each ``(path, key, url)`` from claiming the web has it at ``url``
+        (NeuroVault URLs are not versioned: after an update the URL serves other bytes)."""
+        lines = {path: f"{key} {url}" for path, key, url in items}
+        for repo, pairs in by_owner(self.root, lines).items():
+            annex(repo, "unregisterurl", "--batch",
+                  input="".join(f"{lines[rel]}\n" for rel, _ in pairs), stall=self.stall_timeout)
 
-    def copy_keys_to(self, remote: str, keys: Sequence[str]) -> dict[str, str]:
-        """Copy content of ``keys`` to ``remote`` before it is superseded; key → error."""
-        return self._batch_errors(["copy", "--to", remote, "--batch-keys"], keys, "key")
+    def copy_keys_to(self, repo: Path, remote: str, keys: Sequence[str]) -> dict[str, str]:
+        """Copy content of ``keys`` (of ``repo``) to ``remote`` before it is superseded;
+        key → error."""
+        return self._batch_errors(repo, ["copy", "--to", remote, "--batch-keys"], keys, "key")
+
+
+class Batches:
+    """Long-lived batch processes, one per (repository, command), each started when first
+    asked: a build that writes into many subdatasets keeps at most ``limit`` of them open."""
+
+    def __init__(self, root: Path, timeout: float, limit: int = 24):
+        self.root = root
+        self.timeout = timeout
+        self.limit = limit
+        self._open: dict[tuple[Path, str], BatchProcess] = {}
+
+    def ask(self, command: str, path: str, line: str | None = None) -> dict:
+        """Ask the ``command --batch`` of the repository holding ``path``; the input line is
+        that path inside its repository unless ``line`` is given."""
+        repo, inner = owner(self.root, path)
+        proc = self._open.pop((repo, command), None)
+        if proc is None:
+            while len(self._open) >= self.limit:
+                self._open.pop(next(iter(self._open))).close()
+            proc = BatchProcess(repo, [command], timeout=self.timeout)
+        self._open[(repo, command)] = proc  # most recently used last
+        return proc.ask(inner if line is None else line)
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem()[1].close()
+
+    def __enter__(self) -> Batches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def loopback_ips(host: str) -> list[str]:

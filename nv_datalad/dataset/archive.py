@@ -45,16 +45,27 @@ def ensure_archive(root: Path, target: str) -> str:
 
 
 def _ensure_ria(root: Path, url: str) -> str:
+    return ensure_ria_sibling(root, url, ARCHIVE_REMOTE)
+
+
+def ensure_ria_sibling(root: Path, url: str, name: str) -> str:
+    """A RIA store sibling ``name`` of ``root`` (made once, with the store if it is new);
+    returns its storage remote's name (``<name>-storage``)."""
     import datalad.api as dl
 
-    storage = f"{ARCHIVE_REMOTE}-storage"
+    storage = f"{name}-storage"
     configured = git(root, "config", "--get", f"remote.{storage}.annex-uuid", check=False)
     if not configured.strip():
-        dl.create_sibling_ria(url=url, name=ARCHIVE_REMOTE, dataset=str(root),
+        dl.create_sibling_ria(url=url, name=name, dataset=str(root),
                               new_store_ok=True, result_renderer="disabled")
-    # git-annex 10.2026x refuses writes to a special remote it has not verified in this clone.
+    trust_remote(root, storage)
+    return storage
+
+
+def trust_remote(root: Path, storage: str) -> None:
+    """git-annex 10.2026x refuses writes to a special remote it has not verified in this
+    clone: verify it (a no-op for a git-annex that does not know the check)."""
     probe = annex(root, "verifyremote", storage, check=False)
     remote_id = next((w for w in probe.out.split() if w.count("-") == 4), None)
     if remote_id:
         annex(root, "verifyremote", storage, "--safe", remote_id, check=False)
-    return storage

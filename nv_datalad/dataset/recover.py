@@ -28,9 +28,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from nv_datalad.dataset import layout
+from nv_datalad.dataset import layout, nesting
 from nv_datalad.dataset.annex import discard
 from nv_datalad.dataset.files import dump_json
+from nv_datalad.dataset.nesting import git_paths, owner
 from nv_datalad.dataset.runner import git
 from nv_datalad.errors import AnnexError, DatasetError
 
@@ -55,14 +56,33 @@ class Recovery:
         return bool(self.committed or self.restored or self.removed)
 
 
-def _status(root: Path) -> list[tuple[str, str]]:
-    """(XY status, path) for every uncommitted path, untracked files listed one by one."""
+def _status(root: Path, prefix: str = "") -> list[tuple[str, str]]:
+    """(XY status, path) for every uncommitted path, untracked files listed one by one; a
+    subdataset appears once, as its folder, when its commit moved or it is new."""
     out = git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all",
-              "--no-renames")
+              "--no-renames", "--ignore-submodules=dirty")
     entries = []
     for item in out.split("\0"):
         if len(item) > 3:
-            entries.append((item[:2], item[3:]))
+            entries.append((item[:2], prefix + item[3:].rstrip("/")))
+    return entries
+
+
+def _open_subdatasets(root: Path) -> list[tuple[str, str]]:
+    """The status of the subdatasets a killed build was writing into (journaled), after
+    finishing any creation it cut short. Nothing of ours runs now (the build lock is ours),
+    so git's lock files in them are stale."""
+    from nv_datalad.dataset.repo import create
+
+    entries = []
+    for cid in nesting.journaled(root):
+        sub = root / nesting.subdataset_dir(cid)
+        if not nesting.is_repository(sub):
+            continue
+        for stale in (sub / ".git").glob("*.lock"):
+            stale.unlink(missing_ok=True)
+        create(sub, description=f"collection {cid}")
+        entries += _status(sub, nesting.subdataset_dir(cid) + "/")
     return entries
 
 
@@ -77,7 +97,8 @@ def _is_nilearn_rewrite(root: Path, rel: str) -> bool:
     keys (the paths of that machine). Same content otherwise: not a change of ours."""
     try:
         now = json.loads((root / rel).read_text(encoding="utf-8"))
-        before = json.loads(git(root, "show", f"HEAD:{rel}"))
+        repo, inner = owner(root, rel)
+        before = json.loads(git(repo, "show", f"HEAD:{inner}"))
     except (OSError, ValueError, AnnexError):  # unreadable or not in HEAD: not nilearn's
         return False
     return now != before and _without_nilearn_keys(now) == _without_nilearn_keys(before)
@@ -108,7 +129,7 @@ def recover(root: Path) -> Recovery:
     to_commit: list[str] = []
     restore: list[str] = []
     remove: list[str] = []
-    entries = _status(root)
+    entries = [*_open_subdatasets(root), *_status(root)]
     present = {rel for _, rel in entries}
     release_cut_short = any(xy == "??" and rel.startswith(layout.BUILDS_DIR + "/")
                             for xy, rel in entries)
@@ -119,9 +140,13 @@ def recover(root: Path) -> Recovery:
         deleted = "D" in xy
         image = layout.parse_image_file(path.name)
         cid = layout.ids_of(rel)[0]
-        if image is not None and cid is not None:
+        if rel == nesting.GITMODULES or nesting.is_repository(root / rel):
+            to_commit.append(rel)  # a subdataset's new commits, or a new subdataset
+        elif image is not None and cid is not None:
             sidecar = str(path.parent / f"image_{image[0]}_metadata.json")
-            if deleted:
+            if deleted and xy[0] == "A":
+                remove.append(rel)  # staged, then given up (a full disk): not in HEAD
+            elif deleted:
                 restore.append(rel)  # removed for replacement: the old version comes back
             elif (root / sidecar).is_file() and (sidecar in present or
                                                   _tracked(root, sidecar)):
@@ -162,12 +187,10 @@ def recover(root: Path) -> Recovery:
         discard(root, rel)
         done.removed.append(rel)
     if restore:
-        git(root, "checkout", "HEAD", "--", *restore)
+        git_paths(root, ["checkout", "HEAD"], restore)
         done.restored += restore
     if to_commit:
-        git(root, "add", "--", *to_commit)
-        git(root, "commit", "-q", "--no-verify", "-m",
-            f"nv-datalad: keep {len(to_commit)} files an interrupted build had finished")
+        _commit(root, to_commit)
         done.committed += to_commit
     if done:
         log.info("recovered from an interrupted build: %d files committed, %d restored, "
@@ -175,5 +198,26 @@ def recover(root: Path) -> Recovery:
     return done
 
 
+def _commit(root: Path, rels: list[str]) -> None:
+    """Commit finished work where it lies: subdatasets first, then the superdataset with
+    their new commits (and any subdataset not registered yet)."""
+    message = f"nv-datalad: keep {len(rels)} files an interrupted build had finished"
+    groups = nesting.by_owner(root, rels)
+    subs = sorted(str(repo.relative_to(root)) for repo in groups if repo != root)
+    for repo, pairs in groups.items():
+        if repo != root:
+            git(repo, "add", "--", *(inner for _, inner in pairs))
+            git(repo, "commit", "-q", "--no-verify", "-m", message)
+    pointers = sorted({*subs, *(r for r, _ in groups.get(root, [])
+                                if nesting.is_repository(root / r))})
+    if pointers:
+        nesting.register(root, pointers)
+    own = sorted({*(r for r, _ in groups.get(root, [])), *pointers,
+                  *([nesting.GITMODULES] if pointers else [])})
+    git(root, *nesting.QUIET_ADD, "add", "--", *own)
+    git(root, "commit", "-q", "--no-verify", "-m", message)
+
+
 def _tracked(root: Path, rel: str) -> bool:
-    return bool(git(root, "ls-files", "--", rel).strip())
+    repo, inner = owner(root, rel)
+    return bool(git(repo, "ls-files", "--", inner).strip())

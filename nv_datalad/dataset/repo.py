@@ -41,14 +41,18 @@ def create(root: Path, *, description: str = "") -> None:
     """A new DataLad dataset whose ``.gitattributes`` keep text in git and NIfTI annexed."""
     if not is_dataset(root):
         _init_dataset(root)
-    attrs = root / ".gitattributes"
-    text = attrs.read_text() if attrs.exists() else ""
-    if GITATTRIBUTES_MARKER not in text:
-        attrs.write_text(text.rstrip("\n") + "\n" + GITATTRIBUTES)
-        # .datalad too: a creation killed before its commit left those files uncommitted
-        git(root, "add", "--", ".gitattributes",
-            *(f for f in DATALAD_FILES if (root / f).is_file()))
-        git(root, "commit", "-q", "-m", "nv-datalad: keep text in git, NIfTI in the annex")
+    else:  # made before, or a creation cut short: finish it
+        attrs = root / ".gitattributes"
+        text = attrs.read_text() if attrs.exists() else ""
+        if GITATTRIBUTES_MARKER not in text:
+            attrs.write_text(text.rstrip("\n") + "\n" + GITATTRIBUTES)
+        if GITATTRIBUTES_MARKER not in text or head(root) is None:
+            # .datalad too: a creation killed before its commit left those uncommitted
+            git(root, "add", "--", ".gitattributes",
+                *(f for f in DATALAD_FILES if (root / f).is_file()))
+            if git(root, "diff", "--cached", "--name-only").strip():
+                git(root, "commit", "-q", "-m",
+                    "nv-datalad: keep text in git, NIfTI in the annex")
     if not git(root, "config", "--get", "annex.uuid", check=False).strip():
         # last, also when a creation was killed before it: the commits above are plain git
         # until git-annex's filter is installed (each annexed-repo `git add` starts git-annex)
@@ -66,7 +70,8 @@ def _init_dataset(root: Path) -> None:
     """
     root.mkdir(parents=True, exist_ok=True)
     git(root, "init", "-q")
-    write_text(root, ".gitattributes", DATALAD_GITATTRIBUTES)
+    # ours too, so a new dataset (thousands of subdatasets) costs one commit, not two
+    write_text(root, ".gitattributes", DATALAD_GITATTRIBUTES + GITATTRIBUTES)
     write_text(root, ".datalad/.gitattributes", "config annex.largefiles=nothing\n")
     write_text(root, ".datalad/config", f'[datalad "dataset"]\n\tid = {uuid.uuid4()}\n')
     git(root, "add", "--", ".gitattributes", *DATALAD_FILES)
@@ -135,7 +140,10 @@ def head(root: Path) -> str | None:
 
 
 def is_dirty(root: Path) -> bool:
-    return bool(git(root, "status", "--porcelain", "--untracked-files=all").strip())
+    """Uncommitted changes in this repository; a subdataset counts only when its commit
+    moved (looking into thousands of them would cost a process each)."""
+    return bool(git(root, "status", "--porcelain", "--untracked-files=all",
+                    "--ignore-submodules=dirty").strip())
 
 
 def commit(root: Path, message: str, paths: Sequence[str] = (".",)) -> bool:
@@ -144,7 +152,7 @@ def commit(root: Path, message: str, paths: Sequence[str] = (".",)) -> bool:
     Annexed images are staged by git-annex (``add``/``addurl``) already; ``git add`` here only
     picks up sidecars, tables and deletions.
     """
-    git(root, "add", "-A", "--", *paths)
+    git(root, "-c", "advice.addEmbeddedRepo=false", "add", "-A", "--", *paths)
     if not git(root, "diff", "--cached", "--name-only").strip():
         return False
     git(root, "commit", "-q", "--no-verify", "-m", message)

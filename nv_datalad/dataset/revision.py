@@ -11,6 +11,7 @@ per call, never one git process per file.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
-from nv_datalad.dataset import layout
+from nv_datalad.dataset import layout, nesting
 from nv_datalad.dataset.runner import Completed, run
 from nv_datalad.errors import DatasetError
 
@@ -134,9 +135,45 @@ def read_many(dataset: Path, rev: str | None, relpaths: Sequence[str]) -> dict[s
     for rel in relpaths:
         if "\n" in rel:
             raise ValueError(f"path with a newline cannot be read in batch: {rel!r}")
-    stdin = "".join(f"{commit}:{rel}\n" for rel in relpaths).encode()
-    raw = _git(dataset, "cat-file", "--batch", input=stdin).stdout
-    return _parse_cat_file_batch(raw, relpaths)
+    links = _gitlinks(str(dataset), commit)
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for rel in relpaths:
+        top = "/".join(PurePosixPath(rel).parts[:2])
+        if top in links and rel != top:
+            groups.setdefault((top, links[top]), []).append((rel, rel[len(top) + 1:]))
+        else:
+            groups.setdefault(("", commit), []).append((rel, rel))
+    out: dict[str, bytes | None] = {}
+    for (top, sha), pairs in groups.items():
+        repo = _subdataset_at(Path(dataset), top, sha) if top else Path(dataset)
+        stdin = "".join(f"{sha}:{inner}\n" for _, inner in pairs).encode()
+        raw = _git(repo, "cat-file", "--batch", input=stdin).stdout
+        got = _parse_cat_file_batch(raw, [inner for _, inner in pairs])
+        out.update((rel, got[inner]) for rel, inner in pairs)
+    return {rel: out[rel] for rel in relpaths}
+
+
+@functools.lru_cache(maxsize=64)
+def _gitlinks(dataset: str, commit: str) -> dict[str, str]:
+    """Subdataset path → its commit, for the collection subdatasets recorded in ``commit``
+    (a commit never changes, so the answer is cached)."""
+    raw = _git(Path(dataset), "ls-tree", "-z", commit, "--", layout.NEUROVAULT_DIR + "/").stdout
+    entries = [(e.partition(b"\t")[0].split(), e.partition(b"\t")[2]) for e in raw.split(b"\0")]
+    return {path.decode(): meta[2].decode() for meta, path in entries
+            if len(meta) == 3 and meta[1] == b"commit"}
+
+
+def _subdataset_at(dataset: Path, rel: str, sha: str) -> Path:
+    """The installed subdataset ``rel`` holding commit ``sha``, or a DatasetError saying how
+    to get it."""
+    repo = dataset / rel
+    if not nesting.is_repository(repo):
+        raise nesting.not_installed_error(dataset, [rel])
+    if _git(repo, "cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode != 0:
+        raise DatasetError(f"subdataset {rel} of {dataset} does not have commit {sha[:12]}; "
+                           f"update it with `datalad update --how merge -r -d {dataset}`")
+    return repo
+
 
 
 def _parse_cat_file_batch(raw: bytes, relpaths: Sequence[str]) -> dict[str, bytes | None]:
@@ -202,12 +239,18 @@ def list_files(dataset: Path, rev: str | None, prefix: str = "neurovault") -> li
     prefix = prefix.strip("/")
     if rev is not None:
         commit = resolve(dataset, rev)
-        args = ["ls-tree", "-r", "--name-only", "-z", commit]
-        if prefix:
-            args += ["--", prefix]
-        raw = _git(dataset, *args).stdout
-        return sorted(p.decode() for p in raw.split(b"\0") if p)
+        files = _ls_tree(Path(dataset), commit, prefix)
+        for top, sha in _gitlinks(str(dataset), commit).items():
+            if top in files and (not prefix or top.startswith(prefix + "/") or top == prefix):
+                files.remove(top)
+                sub = _subdataset_at(Path(dataset), top, sha)
+                files += [f"{top}/{rel}" for rel in _ls_tree(sub, sha, "")]
+        return sorted(files)
     root = Path(dataset)
+    if prefix.split("/")[0] in ("", layout.NEUROVAULT_DIR):
+        missing = nesting.not_installed(root)
+        if missing:
+            raise nesting.not_installed_error(root, missing)
     base = root / prefix if prefix else root
     if not base.is_dir():
         return [prefix] if prefix and (base.is_file() or base.is_symlink()) else []
@@ -217,6 +260,13 @@ def list_files(dataset: Path, rev: str | None, prefix: str = "neurovault") -> li
         rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
         found.extend(str(rel_dir / name) for name in filenames)
     return sorted(found)
+
+
+def _ls_tree(repo: Path, commit: str, prefix: str) -> list[str]:
+    args = ["ls-tree", "-r", "--name-only", "-z", commit]
+    if prefix:
+        args += ["--", prefix]
+    return [p.decode() for p in _git(repo, *args).stdout.split(b"\0") if p]
 
 
 def image_sidecar_paths(files: Iterable[str]) -> dict[int, str]:
@@ -314,21 +364,24 @@ def annex_key(dataset: Path, rev: str | None, relpath: str) -> str | None:
         head = fh.read(4097)
     if head.startswith(_POINTER_PREFIX):
         return key_from_link(head)
-    proc = _git(dataset, "annex", "lookupkey", "--", relpath, check=False)
+    repo, inner = nesting.owner(Path(dataset), relpath)
+    proc = _git(repo, "annex", "lookupkey", "--", inner, check=False)
     key = proc.stdout.decode().strip()
     return key if proc.returncode == 0 and _KEY.match(key) else None
 
 
-def content_path(dataset: Path, key: str) -> Path | None:
-    """Where the local content of ``key`` lives, if present (works for any version's key)."""
+def content_path(dataset: Path, key: str, relpath: str = "") -> Path | None:
+    """Where the local content of ``key`` lives, if present (works for any version's key);
+    ``relpath``, a path the key was at, names the (sub)dataset to look in."""
     if not _KEY.match(key):
         return None
-    proc = _git(dataset, "annex", "contentlocation", key, check=False)
+    repo = nesting.owner(Path(dataset), relpath)[0] if relpath else Path(dataset)
+    proc = _git(repo, "annex", "contentlocation", key, check=False)
     loc = proc.stdout.decode().strip()
     if proc.returncode != 0 or not loc:
         return None
     path = Path(loc)
-    return path if path.is_absolute() else Path(dataset) / path
+    return path if path.is_absolute() else repo / path
 
 
 def dataset_id(dataset: Path) -> str:

@@ -76,6 +76,7 @@ class Completed:
 
 
 def _popen(args: Sequence[str], cwd: Path | None, *, stdin: int | None) -> subprocess.Popen:
+    log.debug("running %s in %s", " ".join(args), cwd or Path.cwd())
     try:
         return subprocess.Popen(
             list(args), cwd=cwd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -179,6 +180,7 @@ class BatchProcess:
     def __init__(self, root: Path, args: Sequence[str], *, timeout: float = DEFAULT_STALL):
         self.args = list(args)
         self.timeout = timeout
+        log.debug("running git annex %s --batch in %s", " ".join(self.args), root)
         self.proc = subprocess.Popen(
             ["git", "annex", *self.args, "--batch", "--json", "--json-error-messages"],
             cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -244,6 +246,7 @@ def batch(root: Path, args: Sequence[str], lines: Sequence[str], *,
     """
     if not lines:
         return [], ""
+    log.debug("running git annex %s in %s", " ".join(args), root)
     proc = subprocess.Popen(
         ["git", "annex", *args], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, bufsize=1, preexec_fn=_PREEXEC,

@@ -134,7 +134,7 @@ def outputs_committed(dataset: Path, expected: dict[str, bytes]) -> bool:
         blob = blobs.get(rel)
         key = revision.key_from_link(blob) if blob is not None else None
         if key is not None:
-            where = revision.content_path(dataset, key)
+            where = revision.content_path(dataset, key, rel)
             blob = where.read_bytes() if where is not None else None
         if blob != data:
             return False

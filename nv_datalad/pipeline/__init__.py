@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from nv_datalad.dataset import layout, recover, repo, revision
+from nv_datalad.dataset import layout, nesting, recover, repo, revision
 from nv_datalad.dataset.annex import Annex
 from nv_datalad.dataset.revision import not_a_dataset
 from nv_datalad.dataset.runner import annex_version
 from nv_datalad.dataset.state import local_collections, local_images
-from nv_datalad.errors import NvDataladError
+from nv_datalad.errors import DatasetError, NvDataladError
 from nv_datalad.neurovault.client import ClientConfig, NeuroVaultClient
 from nv_datalad.neurovault.serving import serving
 from nv_datalad.options import DEFAULT_CHECKPOINT, DEFAULT_JOBS
@@ -61,15 +61,18 @@ def build(
         if spec.mode != "offline":
             client = NeuroVaultClient(base_url, ClientConfig(workers=max(4, jobs)))
             client.probe()  # an unreachable server is an error before anything is written
-        ctx = BuildContext(spec, root, base_url, client,
-                           Annex(root, stall_timeout=stall_timeout), jobs,
-                           max(1, checkpoint), recheck, progress)
         exists = repo.is_dataset(root)
+        tree = nesting.Tree(root, nested=nested_for(root, spec, exists), jobs=jobs,
+                            description=spec.description)
+        ctx = BuildContext(spec, root, base_url, client,
+                           Annex(root, stall_timeout=stall_timeout), tree, jobs,
+                           max(1, checkpoint), recheck, progress)
         if dry_run or not exists:
-            first = _plan(ctx, local_images(root) if exists else {}, settle=False)
+            first = plan_images(ctx, local_images(root) if exists else {}, settle=False)
             if dry_run:
                 return BuildReport(root, first[1], first[2], dry_run=True,
-                                   version=_would_tag(ctx, first[1]))
+                                   version=_would_tag(ctx, first[1]),
+                                   subdatasets=_subdatasets(ctx, first[1], prune))
             if not first[1].items:
                 raise NvDataladError(
                     f"the spec selects no image on {base_url}; nothing was written (check its "
@@ -79,7 +82,35 @@ def build(
             return _run(ctx, prune=prune, planned=None if exists else first)
 
 
-def _plan(ctx: BuildContext, local: dict[int, dict], *,
+def nested_for(root: Path, spec: Spec, exists: bool) -> bool:
+    """Per-collection subdatasets or one repository: the spec decides for a new dataset; an
+    existing one keeps its shape (changing it is a new dataset, not an update)."""
+    wanted = spec.subdatasets == "per-collection"
+    if not exists or not any(True for _ in layout.iter_collection_dirs(root)):
+        return wanted
+    nested = nesting.is_nested(root)
+    if nested != wanted:
+        have = "per-collection subdatasets" if nested else "one repository"
+        raise DatasetError(
+            f"{root} keeps its collections in {have}; the spec asks for subdatasets: "
+            f"{spec.subdatasets}. Build into another -d PATH, or set subdatasets: "
+            f"{'per-collection' if nested else 'none'} to update this dataset")
+    return nested
+
+
+def _subdatasets(ctx: BuildContext, plan: Plan, prune: bool) -> tuple[int, int, int] | None:
+    """(created, updated, untouched) subdatasets of a build of ``plan``; None: one repository."""
+    if not ctx.tree.nested:
+        return None
+    writes = {Change.NEW, Change.CONTENT, Change.METADATA, Change.CHECK}
+    if prune:
+        writes |= {Change.VANISHED, Change.UNSELECTED}
+    create, update = nesting.subdatasets_of_plan(
+        ctx.root, {p.collection_id for p in plan.items if p.change in writes})
+    return create, update, len(nesting.installed(ctx.root)) - update
+
+
+def plan_images(ctx: BuildContext, local: dict[int, dict], *,
           settle: bool) -> tuple[Selection, Plan, list]:
     """Select, ask the server what planning needs, plan. ``settle=False`` (dry run) leaves
     the date checks unasked, so a dry run sends no request per file."""
@@ -123,7 +154,7 @@ def _run(ctx: BuildContext, *, prune: bool,
         ctx.allow_loopback([ctx.base_url])
     spec_file = root / layout.SPEC_FILE
     old_spec_text = spec_file.read_text() if spec_file.is_file() else None
-    selection, plan, results = planned or _plan(ctx, local_images(root), settle=True)
+    selection, plan, results = planned or plan_images(ctx, local_images(root), settle=True)
     for line in format_plan(plan):
         log.info("%s", line)
     results += apply.apply(ctx, selection, plan, local_collections(root), prune=prune)

@@ -11,9 +11,8 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from nv_datalad.dataset import layout
-from nv_datalad.dataset import repo as ds
 from nv_datalad.dataset.files import write_json
-from nv_datalad.dataset.runner import git
+from nv_datalad.dataset.nesting import by_owner, git_paths
 from nv_datalad.dataset.state import image_path_of
 from nv_datalad.pipeline.context import BuildContext
 from nv_datalad.pipeline.importer import INTERRUPTED, annex_fields, failure, place
@@ -68,15 +67,16 @@ def _drifted(ctx: BuildContext, plan: Plan) -> list[PlannedImage]:
 def write_collections(ctx: BuildContext, selection: Selection,
                       collections: Mapping[int, dict]) -> None:
     """Collection sidecars for every collection that contributes an image."""
-    written: set[int] = set()
+    todo: dict[int, Mapping] = {}
     for sel in selection.items:
         cid = sel.collection_id
         old = collections.get(cid)
-        if cid in written or (old is not None and same_record(old, sel.collection)):
-            continue
+        if cid not in todo and (old is None or not same_record(old, sel.collection)):
+            todo[cid] = sel.collection
+    ctx.tree.touch(todo)
+    for cid, record in todo.items():
         write_json(ctx.root, layout.collection_sidecar(cid),
-                   ctx.sidecar(sel.collection, ctx.provenance()))
-        written.add(cid)
+                   ctx.sidecar(record, ctx.provenance()))
 
 
 def _provenance(ctx: BuildContext, path: str, url: str, key: str) -> dict:
@@ -89,6 +89,7 @@ def add(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
     total = len(items)
     for start in range(0, total, ctx.checkpoint):
         batch = items[start:start + ctx.checkpoint]
+        ctx.tree.touch(item.collection_id for item in batch)
         got = place(ctx, batch, action="add",
                     on_reply=lambda n, s=start: ctx.progress("download", s + n, total))
         results += got.failures
@@ -98,8 +99,8 @@ def add(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
             results.append(Result("add", Status.OK, p.item.image_id, p.item.collection_id,
                                   p.path, extra={"key": p.key}))
         if got.placed:
-            ds.commit(ctx.root, f"nv-datalad: add {len(got.placed)} images (checkpoint)",
-                      paths=[layout.NEUROVAULT_DIR])
+            ctx.tree.commit(f"nv-datalad: add {len(got.placed)} images (checkpoint)",
+                            paths=[layout.NEUROVAULT_DIR])
         if got.stop == INTERRUPTED:
             raise Interrupted(len(got.placed))
         if got.stop is not None:  # disk full: the rest would fail the same way
@@ -115,26 +116,28 @@ def update_content(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Res
     metadata edit after all (``verified`` when the record did not change either)."""
     if not items:
         return []
+    ctx.tree.touch(item.collection_id for item in items)
     old: dict[int, tuple[str, str | None, str | None]] = {}
     for item in items:
         path = image_path_of(ctx.root, item.collection_id, item.image_id)
         prov = (item.local or {}).get(PROVENANCE_KEY, {})
         if path is not None:
             old[item.image_id] = (path, prov.get("key"), prov.get("source_url"))
-    results = archive(ctx, [k for _, k, _ in old.values() if k])
+    results = archive(ctx, [(p, k) for p, k, _ in old.values() if k])
     # The server serves other bytes at these URLs now: the old keys stop claiming it first,
     # so even an interrupted update leaves no key promising what the web cannot give.
-    ctx.annex.unregister_urls([(k, u) for _, k, u in old.values() if k and u])
+    ctx.annex.unregister_urls([(p, k, u) for p, k, u in old.values() if k and u])
+    git_paths(ctx.root, ["rm", "-q", "--cached"], [p for p, _, _ in old.values()])
     for path, _, _ in old.values():
-        git(ctx.root, "rm", "-q", "--cached", "--", path)
         (ctx.root / path).unlink(missing_ok=True)
     got = place(ctx, items, action="update")
     placed = got.placed
     results += got.failures
     landed = {p.item.image_id for p in placed}
-    for item in items:  # never lose data: a failed replacement puts the old version back
-        if item.image_id in old and item.image_id not in landed:
-            git(ctx.root, "checkout", "HEAD", "--", old[item.image_id][0], check=False)
+    # never lose data: a failed replacement puts the old version back
+    git_paths(ctx.root, ["checkout", "HEAD"], [old[item.image_id][0] for item in items
+                                               if item.image_id in old
+                                               and item.image_id not in landed], check=False)
     for p in placed:
         item, sidecar_path = p.item, layout.image_sidecar(p.item.collection_id, p.item.image_id)
         if item.image_id in old and old[item.image_id][1] == p.key:
@@ -150,25 +153,29 @@ def update_content(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Res
             action = "update"
         results.append(Result(action, Status.OK, item.image_id, item.collection_id, p.path,
                               extra={"key": p.key}))
-    ds.commit(ctx.root, f"nv-datalad: update {len(placed)} changed images",
-              paths=[layout.NEUROVAULT_DIR])
+    ctx.tree.commit(f"nv-datalad: update {len(placed)} changed images",
+                    paths=[layout.NEUROVAULT_DIR])
     if got.stop == INTERRUPTED:
         raise Interrupted(len(placed))
     return results
 
 
-def archive(ctx: BuildContext, keys: Sequence[str]) -> list[Result]:
-    """Copy content about to be superseded to the ``archive`` remote, so old versions stay
-    retrievable after NeuroVault's URL serves new bytes."""
-    if not ctx.spec.archive or not keys:
+def archive(ctx: BuildContext, keyed: Sequence[tuple[str, str]]) -> list[Result]:
+    """Copy content about to be superseded (``(path, key)``) to the ``archive`` remote, so old
+    versions stay retrievable after NeuroVault's URL serves new bytes. Each subdataset gets
+    the remote too (a RIA store then holds each of them under its own id)."""
+    if not ctx.spec.archive or not keyed:
         return []
     from nv_datalad.dataset.archive import ensure_archive
 
-    remote = ensure_archive(ctx.root, ctx.spec.archive)
+    keys = dict(keyed)
     results = []
-    for key, err in ctx.annex.copy_keys_to(remote, keys).items():
-        log.warning("could not archive %s before superseding it: %s", key, err)
-        results.append(Result("archive", Status.ERROR, message=f"{key}: {err}"))
+    for repo, pairs in by_owner(ctx.root, keys).items():
+        remote = ensure_archive(repo, ctx.spec.archive)
+        for key, err in ctx.annex.copy_keys_to(repo, remote,
+                                               [keys[rel] for rel, _ in pairs]).items():
+            log.warning("could not archive %s before superseding it: %s", key, err)
+            results.append(Result("archive", Status.ERROR, message=f"{key}: {err}"))
     return results
 
 
@@ -176,6 +183,7 @@ def update_metadata(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Re
     """Newer record, same file: refresh the sidecar and the key's annex metadata."""
     if not items:
         return []
+    ctx.tree.touch(item.collection_id for item in items)
     fields, results = [], []
     for item in items:
         prov = dict((item.local or {}).get(PROVENANCE_KEY, {}))
@@ -187,8 +195,8 @@ def update_metadata(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Re
                               prov.get("path")))
     for path, err in ctx.annex.set_metadata(fields).items():
         log.warning("annex metadata not refreshed for %s: %s", path, err)
-    ds.commit(ctx.root, f"nv-datalad: refresh metadata of {len(items)} images",
-              paths=[layout.NEUROVAULT_DIR])
+    ctx.tree.commit(f"nv-datalad: refresh metadata of {len(items)} images",
+                    paths=[layout.NEUROVAULT_DIR])
     return results
 
 
@@ -196,14 +204,16 @@ def remove(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
     """``--prune``: images that vanished or stopped matching leave the dataset, with every
     file that belongs to them."""
     results = []
+    ctx.tree.touch(item.collection_id for item in items)
     for item in items:
         cid, iid = item.collection_id, item.image_id
-        for rel in (layout.image_sidecar(cid, iid), layout.resampled_file(cid, iid),
-                    layout.resampled_sidecar(cid, iid), layout.words_file(cid, iid)):
-            git(ctx.root, "rm", "-q", "--ignore-unmatch", "--", str(rel), check=False)
+        git_paths(ctx.root, ["rm", "-q", "--ignore-unmatch"], [
+            str(rel) for rel in (layout.image_sidecar(cid, iid), layout.resampled_file(cid, iid),
+                                 layout.resampled_sidecar(cid, iid), layout.words_file(cid, iid))
+        ], check=False)
         path = image_path_of(ctx.root, cid, iid)
         if path:
-            git(ctx.root, "rm", "-q", "--", path)
+            git_paths(ctx.root, ["rm", "-q"], [path])
         results.append(Result("prune", Status.OK, iid, cid,
                               message=f"{item.change.value}; removed from "
                                       f"{layout.collection_dir(cid)}"))
@@ -211,6 +221,7 @@ def remove(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
         folder = ctx.root / layout.collection_dir(cid)
         if not any(layout.parse_sidecar(p.name) is not None for p in folder.glob("image_*")):
             # nothing of the collection is left: its record goes too, and the folder with it
-            git(ctx.root, "rm", "-q", "--ignore-unmatch", "--",
-                str(layout.collection_sidecar(cid)), check=False)
+            # (a subdataset stays registered, empty: its history keeps what it held)
+            git_paths(ctx.root, ["rm", "-q", "--ignore-unmatch"],
+                      [str(layout.collection_sidecar(cid))], check=False)
     return results

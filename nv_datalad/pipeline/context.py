@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from nv_datalad._version import __version__
 from nv_datalad.dataset.annex import Annex, configure_loopback
 from nv_datalad.dataset.files import utcnow
+from nv_datalad.dataset.nesting import Tree
 from nv_datalad.neurovault.client import NeuroVaultClient
 from nv_datalad.records import PROVENANCE_KEY
 from nv_datalad.spec import Spec
@@ -36,10 +37,12 @@ class BuildContext:
     base_url: str
     client: NeuroVaultClient | None  # None: offline, the dataset is the server
     annex: Annex
+    tree: Tree  # the repositories written to: superdataset and collection subdatasets
     jobs: int
     checkpoint: int
     recheck: bool = False  # trust no date, no remembered Neurosynth miss
     progress: Progress = no_progress
+    label: str = ""  # appended to derivative commit messages (a cluster job names itself)
 
     def file_url(self, record: Mapping[str, Any]) -> str | None:
         """The http(s) URL to fetch a record's file from (None: refused)."""
@@ -55,7 +58,10 @@ class BuildContext:
 
     def allow_loopback(self, urls: Iterable[str]) -> None:
         hosts = {urlsplit(u).hostname or "" for u in urls}
-        for ip in configure_loopback(self.root, hosts):
+        new = configure_loopback(self.root, hosts)
+        if new and self.tree.nested:
+            self.tree.allow()
+        for ip in new:
             log.info(
                 "set annex.security.allowed-ip-addresses to include %s in %s/.git/config so "
                 "git-annex may download from this loopback server (clones need the same)",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from nv_datalad.dataset import layout
-from nv_datalad.dataset import repo as ds
 from nv_datalad.dataset.state import image_path_of
 from nv_datalad.pipeline.context import BuildContext
 from nv_datalad.pipeline.plan import Change, Plan, PlannedImage
@@ -36,12 +36,18 @@ def derive(ctx: BuildContext, plan: Plan, results: Sequence[Result]) -> list[Res
 
 def words(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
     from nv_datalad.derivatives import neurosynth
+    from nv_datalad.derivatives.misses import MissLog
 
     assert ctx.client is not None
     url = ctx.spec.neurosynth.resolve_url(ctx.base_url)
     todo = [(p.collection_id, p.image_id) for p in items]
+    # only collections that may get a word file now are opened (a no-op rebuild opens none)
+    misses, now = MissLog.load(ctx.root), datetime.now(UTC)
+    ctx.tree.touch(cid for cid, iid in todo
+                   if not (ctx.root / layout.words_file(cid, iid)).is_file()
+                   and (ctx.recheck or misses.due(iid, now)))
     got = neurosynth.fetch_all(ctx.client.session, url, todo, ctx.root,
-                               jobs=min(8, ctx.jobs * 2), retry_all=ctx.recheck)
+                               jobs=min(8, ctx.jobs * 2), retry_all=ctx.recheck, now=now)
     # Missing words are a note, never a failed build (Neurosynth is often down).
     ok = [r for r in got if r.status == Status.OK]
     missing = [r for r in got if r.failed]
@@ -52,8 +58,8 @@ def words(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
                 "back-off (--recheck asks now)", len(missing),
                 f" ({waiting} not asked this time)" if waiting else "")
     if ok:
-        ds.commit(ctx.root, f"nv-datalad: Neurosynth words for {len(ok)} images",
-                  paths=[layout.NEUROVAULT_DIR])
+        ctx.tree.commit(f"nv-datalad: Neurosynth words for {len(ok)} images",
+                        paths=[layout.NEUROVAULT_DIR])
     return ok
 
 
@@ -73,12 +79,11 @@ def resample(ctx: BuildContext, items: Sequence[PlannedImage], changed: set[int]
         work.append((p.collection_id, p.image_id, src, key))
     if not work:
         return []
-    if ds.is_dirty(ctx.root):
-        ds.commit(ctx.root, "nv-datalad: state before resampling")
+    ctx.tree.commit("nv-datalad: state before resampling")
     ctx.progress("resample", 0, len(work))
     results = worker.resample_with_provenance(
         ctx.root, work, ctx.spec.resample, jobs=ctx.jobs,
-        message=f"nv-datalad: resample {len(work)} images",
+        message=f"nv-datalad: resample {len(work)} images{ctx.label}",
     )
     ctx.progress("resample", len(work), len(work))
     if not ctx.spec.keep_content:
@@ -104,6 +109,6 @@ def vectorize(ctx: BuildContext) -> list[Result]:
         return []
     if not any((ctx.root / layout.NEUROVAULT_DIR).glob("*/neurosynth_words_for_image_*")):
         return []
-    ds.commit(ctx.root, "nv-datalad: tables")
+    ctx.tree.commit("nv-datalad: tables")
     result = neurosynth.vectorize_with_provenance(ctx.root, jobs=1)
     return [result] if result.failed else []

@@ -107,8 +107,7 @@ def _download(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], actio
 
     assert ctx.client is not None
     done = [0]
-    with ctx.annex.batch("add") as add, ctx.annex.batch("registerurl") as reg, \
-            ctx.annex.batch("metadata") as meta:
+    with ctx.annex.batches() as annex:
 
         def landed(index: int, got: Any) -> None:
             item, url = todo[index]
@@ -119,13 +118,15 @@ def _download(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], actio
                 failures.append(failure(action, item, f"image {item.image_id}: {got.error} "
                                                       f"({url})"))
                 return
-            key = add.ask(got.path).get("key")
-            problem = "git annex add failed" if not key else reply_error(reg.ask(f"{key} {url}"))
+            key = annex.ask("add", got.path).get("key")
+            problem = "git annex add failed" if not key else reply_error(
+                annex.ask("registerurl", got.path, f"{key} {url}"))
             if problem:
                 failures.append(failure(action, item, f"image {item.image_id}: {problem}"))
                 discard(ctx.root, got.path)
                 return
-            err = reply_error(meta.ask(metadata_line(annex_fields(item.record or {}), key=key)))
+            err = reply_error(annex.ask("metadata", got.path, metadata_line(
+                annex_fields(item.record or {}), key=key)))
             if err:
                 log.warning("image %s: annex metadata not set: %s", item.image_id, err)
             placed.append(Placed(item, got.path, url, key))

@@ -56,7 +56,9 @@ def release(ctx: BuildContext, report: BuildReport, *, start_head: str | None,
     spec_changed = asks_differently(old_spec_text, spec_text)
     if old_spec_text is None or spec_changed:
         write_text(ctx.root, layout.SPEC_FILE, spec_text)
-    if ds.head(ctx.root) == start_head and not ds.is_dirty(ctx.root):
+    if ds.head(ctx.root) == start_head and not ds.is_dirty(ctx.root) \
+            and not ctx.tree.has_changes():
+        ctx.tree.close()
         return
     tags = revision.version_tags(ctx.root)
     last = tags[-1] if tags else None
@@ -66,8 +68,9 @@ def release(ctx: BuildContext, report: BuildReport, *, start_head: str | None,
                            content_changed=report.changes.changes_content)
     report.version = version
     _write_release_files(ctx, report, version, spec_changed, images, cols)
-    ds.commit(ctx.root, f"nv-datalad: {version}\n\n" + "\n".join(format_plan(report.plan)))
+    ctx.tree.commit(f"nv-datalad: {version}\n\n" + "\n".join(format_plan(report.plan)))
     ds.tag(ctx.root, version, f"{ctx.spec.name} {version}: " + report.summary())
+    ctx.tree.close()
 
 
 def _write_release_files(ctx: BuildContext, report: BuildReport, version: str,

@@ -24,6 +24,8 @@ class BuildReport:
     changes: Diff | None = None  # set by the release: this version against the last one
     dry_run: bool = False
     record_path: str | None = None
+    #: per-collection datasets: subdatasets a dry run would (create, update, leave untouched)
+    subdatasets: tuple[int, int, int] | None = None
 
     @property
     def failed(self) -> list[Result]:
@@ -50,6 +52,9 @@ class BuildReport:
     def summary(self) -> str:
         if self.dry_run:
             lines = format_plan(self.plan)
+            if self.subdatasets is not None:
+                lines.append("subdatasets: would create {}, update {}, leave {} untouched"
+                             .format(*self.subdatasets))
             if self.version is None:
                 lines.append("would make no new version")
             elif self.version.endswith(".0.0") and self.version != "v1.0.0":
