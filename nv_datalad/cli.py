@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from nv_datalad import cluster
 from nv_datalad._version import __version__
 from nv_datalad.errors import NvDataladError
 from nv_datalad.options import CITE_FORMATS, DEFAULT_CHECKPOINT, DEFAULT_JOBS, MAX_JOBS, MODES
@@ -78,6 +79,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="re-check every image's file on the server, whatever its modify_date")
     p.add_argument("--checkpoint", type=_bounded(1), default=DEFAULT_CHECKPOINT, metavar="N",
                    help=f"commit every N new images (default {DEFAULT_CHECKPOINT})")
+    cluster.add_build_arguments(p)
+    cluster.add_commands(sub, common)
 
     p = sub.add_parser("diff", help="images added/changed/removed between two versions",
                        parents=[common])
@@ -198,6 +201,8 @@ class _Bars:
 def _cmd_build(args: argparse.Namespace) -> int:
     from nv_datalad.pipeline import build
 
+    if args.slurm or args.local_array:
+        return cluster.build(args)
     bars = _Bars(sys.stderr.isatty() and not args.quiet)
     try:
         report = build(args.spec, args.dataset, mode=args.mode, jobs=args.jobs,
@@ -304,6 +309,9 @@ COMMANDS = {
     "schema": _cmd_schema,
     "export": _cmd_export,
     "report": _cmd_report,
+    "job-task": cluster.task,
+    "job-finalise": cluster.finalise,
+    "job-resubmit": cluster.resubmit,
 }
 
 

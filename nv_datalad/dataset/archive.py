@@ -12,6 +12,7 @@ NeuroVault URLs are not versioned, so the web remote can only ever give the newe
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from nv_datalad.dataset.runner import annex, git
@@ -66,6 +67,6 @@ def trust_remote(root: Path, storage: str) -> None:
     """git-annex 10.2026x refuses writes to a special remote it has not verified in this
     clone: verify it (a no-op for a git-annex that does not know the check)."""
     probe = annex(root, "verifyremote", storage, check=False)
-    remote_id = next((w for w in probe.out.split() if w.count("-") == 4), None)
-    if remote_id:
-        annex(root, "verifyremote", storage, "--safe", remote_id, check=False)
+    said = re.search(r"verifyremote \S+ --safe (\S+)", probe.out)
+    if said:
+        annex(root, "verifyremote", storage, "--safe", said.group(1), check=False)
