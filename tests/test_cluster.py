@@ -103,6 +103,7 @@ def test_a_slurm_array_of_four_tasks_equals_a_single_machine_build(slurm_cluster
     _store_check(ds, store, tmp_path, emulator)
 
 
+@pytest.mark.slow  # runs in .ci/run's second pass (and with -m slurm)
 @pytest.mark.slurm
 def test_scancel_of_one_task_is_reported_and_its_resubmit_completes(slurm_cluster, emulator,
                                                                     tmp_path):

@@ -11,6 +11,8 @@ NeuroVault URLs are not versioned, so the web remote can only ever give the newe
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 from pathlib import Path
@@ -57,8 +59,10 @@ def ensure_ria_sibling(root: Path, url: str, name: str) -> str:
     storage = f"{name}-storage"
     configured = git(root, "config", "--get", f"remote.{storage}.annex-uuid", check=False)
     if not configured.strip():
-        dl.create_sibling_ria(url=url, name=name, dataset=str(root),
-                              new_store_ok=True, result_renderer="disabled")
+        # it renders an inner `update` result on stdout whatever result_renderer says
+        with contextlib.redirect_stdout(io.StringIO()):
+            dl.create_sibling_ria(url=url, name=name, dataset=str(root),
+                                  new_store_ok=True, result_renderer="disabled")
     trust_remote(root, storage)
     return storage
 

@@ -66,8 +66,8 @@ class Spec:
     ``collection_terms`` / ``image_terms`` are the effective terms (defaults merged,
     ``collection_id`` moved to the collection side as ``id``); ``raw`` is the document as the
     user wrote it, as plain data, with command-line overrides applied. ``max_images`` is None
-    for "no limit" and may be 0. ``subdatasets``, ``ria_store`` and ``report`` are read but not
-    acted on yet (DESIGN.md, Scale).
+    for "no limit" and may be 0. ``subdatasets`` shapes a new dataset (one repository or one
+    subdataset per collection); ``ria_store`` is where cluster builds meet (``--slurm``).
     """
 
     name: str
