@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import build, git, head, nv, tags, write_spec
 
+import nv_datalad
 from nv_datalad.dataset import nesting
 
 CLI = [sys.executable, "-m", "nv_datalad.cli"]
@@ -124,6 +125,12 @@ def test_an_update_touches_only_the_subdataset_that_changed(emulator, tmp_path):
     assert now[ids[0]][1] != keys[ids[0]] and now[ids[2]][1] != keys[ids[2]]
     assert now[ids[1]][1] == keys[ids[1]] and now[ids[1]][2]["name"] == "renamed"
     assert git(ds, "status", "--porcelain") == "" == git(ds / cid, "status", "--porcelain")
+    # the readers descend into the subdataset commit each tag pins
+    changed = nv_datalad.diff(ds, "v1.0.0", "v1.1.0")
+    assert (changed.content_changed, changed.metadata_only) == ([ids[0], ids[2]], [ids[1]])
+    old = nv_datalad.load(ds, version="v1.0.0")
+    assert {m["id"]: m["name"] for m in old.images_meta}[ids[1]] != "renamed"
+    assert len(old.images_meta) == len(now)
     top = head(ds)
     assert nv("build", spec, "-d", ds, "--mode", "overwrite") == 0
     assert head(ds) == top and _subdataset_heads(ds) == after
