@@ -69,7 +69,8 @@ def test_units_own_whole_collections_and_balance_the_work():
     assert len(split(work, 10)) == 4 and len(split([Work(1, (1,))], 4)) == 1
 
 
-@pytest.mark.parametrize("subdatasets", ["none", "per-collection"])
+@pytest.mark.parametrize("subdatasets", [
+    "none", pytest.param("per-collection", marks=pytest.mark.slow)])
 def test_a_local_array_build_equals_a_single_machine_build(emulator, tmp_path, subdatasets):
     store = tmp_path / "store"
     spec = write_spec(tmp_path, emulator.url, max_images=25, subdatasets=subdatasets,

@@ -90,6 +90,7 @@ def test_a_clone_gets_one_image_by_installing_only_its_subdataset(nested, tmp_pa
     assert installed == {str(Path(some).parent)}
 
 
+@pytest.mark.slow  # in .ci/run's second pass
 def test_nilearn_offline_reads_the_dataset_after_get_r(nested, tmp_path):
     """As for one repository: nilearn sees every image but the uncompressed uploads (it
     looks for image_<id>.nii.gz only; a documented difference)."""
@@ -170,6 +171,7 @@ def test_the_shape_of_an_existing_dataset_cannot_change(emulator, tmp_path):
     assert not nesting.installed(ds)
 
 
+@pytest.mark.slow  # in .ci/run's second pass
 def test_a_killed_per_collection_build_converges(emulator, tmp_path):
     """SIGKILL after the first checkpoint, while subdatasets hold uncommitted imports: the
     rebuild finishes with the images, keys and clean status of an uninterrupted build."""
@@ -216,6 +218,7 @@ def test_verify_looks_into_every_subdataset(emulator, tmp_path, capsys):
     assert path in capsys.readouterr().out
 
 
+@pytest.mark.slow  # in .ci/run's second pass
 def test_an_old_version_of_a_subdataset_comes_from_a_ria_archive(emulator, tmp_path):
     """With ``archive: ria+file://...`` each subdataset archives what a change supersedes: a
     clone checked out at the old tag gets the old bytes through `datalad get` alone."""
