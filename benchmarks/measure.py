@@ -3,8 +3,11 @@
 Every contender runs in a subprocess so that interpreter start-up and imports count (that is
 what a user waits for) and so that ``ru_maxrss`` is the contender's own: the largest resident set
 reached by the process or any descendant it waited for (git, git-annex), i.e. the biggest single
-process of the tree, not their sum. A watchdog kills a contender that hangs (its own process
-group only), so one stuck run cannot stall the whole benchmark.
+process of the tree, not their sum. It is started through ``launch.py``, a small process that
+times it and reads its ``ru_maxrss``: read from this process, the figure included this process's
+own size (see ``launch.py``), so every earlier "peak RSS" was the benchmark's, not the
+contender's. A watchdog kills a contender that hangs (its process group only), so one stuck run
+cannot stall the whole benchmark.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ log = logging.getLogger("nv-bench")
 BENCH_DIR = Path(__file__).resolve().parent
 PY = sys.executable
 NV_CLI = [PY, "-m", "nv_datalad.cli", "-q"]
+LAUNCHER = [PY, "-I", "-S", str(BENCH_DIR / "launch.py")]
 WATCHDOG_SECONDS = 3600.0
 
 
@@ -44,6 +48,8 @@ class Measurement:
     ok: bool = True
     info: dict[str, Any] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)  # the emulator's counters
+    load: float | None = None  # 1-minute load average when it started (others share the cores)
+    cpu_seconds: float | None = None  # user + system, the contender and its waited-for children
 
     @property
     def ms_per_image(self) -> float:
@@ -96,7 +102,7 @@ def measure(
     cwd: Path | None = None,
     emulator: Any = None,
 ) -> Measurement:
-    """Run ``argv`` to completion; time it and read its peak RSS from ``os.wait4``.
+    """Run ``argv`` to completion through ``launch.py``: its wall time and peak RSS.
 
     The process's last stdout line, if a JSON object, becomes ``info``. With an emulator, its
     counters are reset first, so the requests recorded are this contender's only.
@@ -104,30 +110,44 @@ def measure(
     if emulator is not None:
         emulator.reset_counters()
     slug = "".join(c if c.isalnum() else "-" for c in name)
-    out, err = logs / f"{slug}.out", logs / f"{slug}.err"
+    out, err, result = (logs / f"{slug}.{ext}" for ext in ("out", "err", "launch.json"))
     log.info("running %s%s", name, f" (N={n_images})" if n_images else "")
+    load = os.getloadavg()[0]
     with out.open("wb") as fo, err.open("wb") as fe:
         start = time.perf_counter()
-        proc = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=fo, stderr=fe,
-                                start_new_session=True)
+        proc = subprocess.Popen([*LAUNCHER, str(result), *argv], env=env, cwd=cwd, stdout=fo,
+                                stderr=fe, start_new_session=True)
         timer = threading.Timer(WATCHDOG_SECONDS, _kill_group, (proc.pid,))
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            code = proc.wait()
         finally:
             timer.cancel()
         seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     files = sum(emulator.downloads.values()) if emulator is not None else None
     requests = dict(emulator.counters) if emulator is not None else {}
-    ok = proc.returncode == 0
+    launched = _read_json(result)  # missing if the watchdog killed the launcher too
+    ok = code == 0 and launched.get("exit") == 0
     if not ok:
-        log.warning("%s exited with %s; see %s\n%s", name, proc.returncode, err,
+        log.warning("%s exited with %s; see %s\n%s", name, code, err,
                     err.read_text(errors="replace")[-2000:])
-    m = Measurement(name, n_images, seconds, usage.ru_maxrss / 1024.0, files, ok,
-                    _last_json(out), requests)
+    m = Measurement(name, n_images, float(launched.get("seconds", seconds)),
+                    launched.get("maxrss_kb", 0) / 1024.0, files, ok, _last_json(out), requests,
+                    load, launched.get("cpu"))
     log.info("  %.2f s, peak RSS %.0f MB, files served %s", m.seconds, m.peak_rss_mb, files)
     return m
+
+
+def launcher_floor_mb(env: dict[str, str], logs: Path) -> float:
+    """The smallest peak RSS a contender can show: the launcher's own size (``/bin/true``)."""
+    return measure("launcher floor (/bin/true)", 0, ["true"], env, logs).peak_rss_mb
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    with contextlib.suppress(OSError, ValueError):
+        parsed = json.loads(path.read_text())
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
 
 
 def _last_json(path: Path) -> dict[str, Any]:

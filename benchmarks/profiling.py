@@ -1,4 +1,4 @@
-"""Where a build's time goes: one fresh build under cProfile, time per pipeline stage.
+"""Where a build's time goes: a fresh build and a no-op rebuild under cProfile, per stage.
 
 The stages are named by the functions that implement them (``module:qualname``). Each is
 resolved to its code object before anything is measured, and a name that no longer exists
@@ -6,8 +6,11 @@ stops the benchmark with exit status 2 naming it: the profile of an earlier vers
 functions that had been renamed away and reported nothing for them, silently.
 
 The build runs in-process in a worker subprocess (``workers.py profile``), profiled with the
-wall clock. cProfile sees the calling thread only; time spent in download or crawl threads
-shows up as the cumulative time of the main-thread function that waits for them.
+wall clock. The stage table is the main thread's: time spent in download or crawl threads
+shows up as the cumulative time of the main-thread function that waits for them. Every other
+thread gets a profiler of its own (``Thread.run`` is wrapped in the worker), so the report also
+names the functions those threads spend their time in. Interpreter start-up and imports, which
+an in-process profile cannot see, are timed separately as subprocesses.
 
 (The module is not called ``profile``: cProfile imports the standard library's ``profile``,
 which a ``benchmarks/profile.py`` would shadow when the scripts run from ``benchmarks/``.)
@@ -17,13 +20,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import resource
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from measure import log, measure, worker_argv
-from scenarios import Case, Setup, serve, write_spec
+from measure import NV_CLI, PY, log, measure, worker_argv
+from scenarios import Case, Setup, dataset_records, serve, write_spec
 
 #: (stage label, function) in pipeline order; indented labels are parts of the one above.
 STAGES: tuple[tuple[str, str], ...] = (
@@ -78,8 +83,35 @@ def stage_keys() -> list[tuple[str, str, CodeKey]]:
     return out
 
 
-def work_profile(spec: str, dataset: str, jobs: int) -> dict:
-    """The worker: ``pipeline.build`` under cProfile; stage rows and top own-time functions."""
+def _thread_profilers() -> list[Any]:
+    """A wall-clock profiler per thread started from now on, kept once its thread ends."""
+    import cProfile
+
+    done: list[Any] = []
+    original = threading.Thread.run
+
+    def run(self: threading.Thread) -> None:
+        profiler = cProfile.Profile(time.perf_counter)
+        profiler.enable()
+        try:
+            original(self)
+        finally:
+            profiler.disable()
+            done.append(profiler)
+
+    threading.Thread.run = run  # type: ignore[method-assign]
+    return done
+
+
+def _top(stats: dict, key: int, only: str = "", n: int = 12) -> list[list[Any]]:
+    """The ``n`` functions with the most time: own (``key`` 2) or cumulative (3)."""
+    rows = [(f"{Path(fn).name}:{line}({name})", values[key], values[1])
+            for (fn, line, name), values in stats.items() if only in fn]
+    return [list(r) for r in sorted(rows, key=lambda row: -row[1])[:n]]
+
+
+def work_profile(spec: str, dataset: str, jobs: int, mode: str | None = None) -> dict:
+    """The worker: ``pipeline.build`` under cProfile; stage rows and top functions."""
     import cProfile
     import pstats
 
@@ -88,29 +120,57 @@ def work_profile(spec: str, dataset: str, jobs: int) -> dict:
     from nv_datalad.pipeline import build
 
     ensure_tools_on_path()
+    threads = _thread_profilers()
     profiler = cProfile.Profile(time.perf_counter)
     profiler.enable()
-    report = build(spec, dataset, jobs=jobs)
+    report = build(spec, dataset, jobs=jobs, mode=mode)
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     stages = []
     for label, target, key in keys:
         _cc, calls, _tt, cumulative, _callers = stats.get(key, (0, 0, 0.0, 0.0, {}))
         stages.append([label, target, cumulative, calls])
-    own = sorted(((f"{Path(fn).name}:{line}({name})", tt, nc)
-                  for (fn, line, name), (_cc, nc, tt, _ct, _callers) in stats.items()),
-                 key=lambda row: -row[1])
-    return {"summary": report.summary(), "stages": stages, "top": [list(r) for r in own[:12]]}
+    out = {"mode": mode or "fresh", "summary": report.summary(), "stages": stages,
+           "top": _top(stats, 2), "main_nv": _top(stats, 3, only="nv_datalad", n=20),
+           "threads": len(threads),
+           # this process alone (git and git-annex children not included): is it the peak?
+           "rss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           # CPU seconds (user + system) of this process and of its git / git-annex children
+           "cpu": [sum(getattr(resource.getrusage(who), f) for f in ("ru_utime", "ru_stime"))
+                   for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]}
+    if threads:
+        merged = pstats.Stats(*threads).stats  # type: ignore[attr-defined]
+        out["thread_top"] = _top(merged, 2)
+        out["thread_nv"] = _top(merged, 3, only="nv_datalad")
+    return out
 
 
-def profile_build(case: Case, setup: Setup, work: Path, env: dict[str, str]) -> dict:
-    """One fresh build of ``case`` under cProfile; its stage times, from the worker."""
+def profile_build(case: Case, setup: Setup, work: Path, env: dict[str, str],
+                  update_k: int = 0) -> dict:
+    """A fresh build of ``case``, a no-op rebuild (``overwrite``) and, with ``update_k``, an
+    update after that many images changed on the server: each under cProfile in its own
+    worker. And what every build pays before ``build()`` starts: start-up, imports."""
     base = work / f"profile-{case.name}"
     logs = base / "logs"
     logs.mkdir(parents=True)
+    startup = {label: measure(label, 0, argv, env, logs).seconds for label, argv in (
+        ("python -c pass", [PY, "-c", "pass"]),
+        ("import nv_datalad.pipeline", [PY, "-c", "import nv_datalad.pipeline"]),
+        ("nv-datalad --help", [*NV_CLI, "--help"]),
+    )}
+    runs = []
     with serve(case, setup) as emu:
         spec = write_spec(base, emu.url)
-        m = measure(f"profile fresh build ({case.name})", 0,
-                    worker_argv("profile", spec=str(spec), dataset=str(base / "ds"),
-                                jobs=setup.jobs), env, logs, emulator=emu)
-    return {"case": case.name, "ok": m.ok, "seconds": m.seconds, **m.info}
+        for what, mode in (("fresh", None), ("no-op", "overwrite"), ("update", "overwrite")):
+            if what == "update":
+                if update_k <= 0:
+                    break
+                ids = sorted(dataset_records(base / "ds"))
+                for iid in ids[::max(1, len(ids) // update_k)][:update_k]:
+                    emu.mutate_content(iid)
+            m = measure(f"profile {what} build ({case.name})", 0,
+                        worker_argv("profile", spec=str(spec), dataset=str(base / "ds"),
+                                    jobs=setup.jobs, mode=mode), env, logs, emulator=emu)
+            runs.append({"ok": m.ok, "seconds": m.seconds, "files": m.files,
+                         "rss_tree_mb": m.peak_rss_mb, **m.info, "mode": what})
+    return {"case": case.name, "startup": startup, "runs": runs}

@@ -6,6 +6,10 @@ generator and resampled to nilearn's 3 mm grid, continuous interpolation, by nil
 (``resample_img`` + ``to_filename``, as ``fetch_neurovault`` does), by the bare
 ``nv-datalad resample --manifest`` entry point and by ``resample_with_provenance`` (one
 ``datalad run`` over every image: exactly what a build does).
+
+On a shared machine the load changes between contenders, so with ``rounds`` > 1 nilearn's loop
+and the ``-J 2`` ``datalad run`` are measured again, alternately, each on a fresh copy: the
+report takes the ratio within each round, i.e. of two runs seconds apart.
 """
 
 from __future__ import annotations
@@ -26,11 +30,22 @@ class ResampleRun:
     n_images: int
     measurements: dict[str, Measurement] = field(default_factory=dict)
     max_abs_diff: float | None = None
+    rounds: int = 1  # nilearn / prov_2 pairs: keys "nilearn", "prov_2", then "nilearn@2", ...
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ResampleRun:
         return cls(d["n_images"], {k: Measurement(**m) for k, m in d["measurements"].items()},
-                   d["max_abs_diff"])
+                   d["max_abs_diff"], d.get("rounds", 1))
+
+    def pairs(self) -> list[tuple[Measurement, Measurement]]:
+        """(nilearn loop, -J 2 datalad run) of each round, measured one after the other."""
+        out = []
+        for r in range(1, self.rounds + 1):
+            tag = "" if r == 1 else f"@{r}"
+            nl, prov = (self.measurements.get(k + tag) for k in ("nilearn", "prov_2"))
+            if nl is not None and prov is not None:
+                out.append((nl, prov))
+        return out
 
 
 def generate_volumes(root: Path, n: int) -> list[str]:
@@ -75,9 +90,11 @@ def write_manifest(root: Path, rels: Sequence[str]) -> Path:
     return path
 
 
-def resampling(n: int, work: Path, env: dict[str, str], jobs_list: Sequence[int]) -> ResampleRun:
-    """nilearn's loop, then the bare entry point and the ``datalad run`` path at each -J."""
-    run = ResampleRun(n)
+def resampling(n: int, work: Path, env: dict[str, str], jobs_list: Sequence[int],
+               rounds: int = 1) -> ResampleRun:
+    """nilearn's loop, then the bare entry point and the ``datalad run`` path at each -J;
+    then ``rounds - 1`` more nilearn / ``-J 2`` ``datalad run`` pairs."""
+    run = ResampleRun(n, rounds=max(1, rounds))
     base = work / "resample"
     logs = base / "logs"
     logs.mkdir(parents=True)
@@ -99,13 +116,28 @@ def resampling(n: int, work: Path, env: dict[str, str], jobs_list: Sequence[int]
             [*NV_CLI, "resample", "--manifest", str(manifest), "-J", str(j)], env, logs,
             cwd=bare)
     for j in jobs_list:
-        ds = base / f"ds-J{j}"
-        make_dataset(ds, source)
-        run.measurements[f"prov_{j}"] = measure(
-            f"nv-datalad resample -J {j} (datalad run, as in a build)", n,
-            worker_argv("provenance-resample", dataset=str(ds), jobs=j), env, logs)
+        _provenance(run, f"prov_{j}", base / f"ds-J{j}", source, j, env, logs)
+    for r in range(2, run.rounds + 1):
+        out = base / f"nilearn-out-{r}"
+        out.mkdir()
+        run.measurements[f"nilearn@{r}"] = measure(
+            f"nilearn resample_img loop (round {r})", n,
+            worker_argv("nilearn-resample", root=str(source), sources=rels, out_dir=str(out)),
+            env, logs)
+        _provenance(run, f"prov_2@{r}", base / f"ds-J2-{r}", source, 2, env, logs)
     run.max_abs_diff = _max_diff(nl_out, bare, rels)
     return run
+
+
+def _provenance(run: ResampleRun, key: str, ds: Path, source: Path, jobs: int,
+                env: dict[str, str], logs: Path) -> None:
+    """The build's path (one ``datalad run`` over every image) on a fresh dataset."""
+    make_dataset(ds, source)
+    tag = key.partition("@")[2]
+    run.measurements[key] = measure(
+        f"nv-datalad resample -J {jobs} (datalad run, as in a build)"
+        + (f" (round {tag})" if tag else ""), run.n_images,
+        worker_argv("provenance-resample", dataset=str(ds), jobs=jobs), env, logs)
 
 
 def _max_diff(nl_out: Path, source: Path, rels: Sequence[str]) -> float | None:

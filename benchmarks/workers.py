@@ -102,8 +102,10 @@ def work_provenance_resample(dataset: str, jobs: int) -> dict:
             continue
         items.append((cid, parsed[0], str(path.relative_to(root)), ""))
     results = resample_with_provenance(root, items, None, jobs=jobs)
-    return {"resampled": sum(1 for r in results if not r.failed),
-            "failed": sum(1 for r in results if r.failed)}
+    on_disk = sum(1 for cid, iid, _src, _key in items
+                  if (root / layout.resampled_file(cid, iid)).is_file())
+    return {"images": len(items), "resampled": sum(1 for r in results if not r.failed),
+            "failed": sum(1 for r in results if r.failed), "on_disk": on_disk}
 
 
 WORKERS: dict[str, Callable[..., dict]] = {
