@@ -13,11 +13,12 @@ import hashlib
 import json
 import logging
 import string
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nv_datalad.dataset.nesting import by_owner, owner
+from nv_datalad.dataset.nesting import by_owner, each_repository, owner
 from nv_datalad.dataset.runner import BatchProcess, annex, batch, git, reply_error
 from nv_datalad.errors import AnnexError
 
@@ -80,9 +81,10 @@ def url_key(url: str, size: int | None) -> str:
 class Annex:
     """The git-annex operations a build needs, each one process per batch."""
 
-    def __init__(self, root: Path, *, stall_timeout: float = 300.0):
+    def __init__(self, root: Path, *, stall_timeout: float = 300.0, workers: int = 4):
         self.root = Path(root)
         self.stall_timeout = stall_timeout
+        self.workers = workers  # repositories worked on at once (per-collection subdatasets)
 
     def addurls(
         self, items: Sequence[tuple[str, str, int | None]],
@@ -102,17 +104,14 @@ class Annex:
             if any(c in url + path for c in "\n\r"):
                 raise AnnexError(f"refusing a URL or path with a line break: {url!r}")
         sizes = {path: (url, size) for url, path, size in items}
-        done: dict[str, AddResult] = {}
-        replied = [0]
+        groups = by_owner(self.root, sizes)
+        lone = len(groups) == 1  # one repository: progress per file, else per repository
+        finished = [0]
+        lock = threading.Lock()
 
-        def count(n: int) -> None:
-            if on_reply is not None:
-                on_reply(replied[0] + n)
-
-        for repo, paths in by_owner(self.root, sizes).items():
+        def one(repo: Path, paths: list[tuple[str, str]]) -> list[AddResult]:
             keyed = [(sizes[rel][0], rel, inner, url_key(*sizes[rel])) for rel, inner in paths]
-            results = self._register_once(repo, keyed, count)
-            replied[0] += len(keyed)
+            results = self._register_once(repo, keyed, on_reply if lone else None)
             failed = {r.path for r in results if not r.ok}
             if failed:
                 # One more try for what failed: a file or index entry left by a killed run is
@@ -122,7 +121,14 @@ class Annex:
                 again = {r.path: r for r in self._register_once(
                     repo, [k for k in keyed if k[1] in failed])}
                 results = [again.get(r.path, r) for r in results]
-            done.update((r.path, r) for r in results)
+            with lock:
+                finished[0] += len(keyed)
+                if on_reply is not None and not lone:
+                    on_reply(finished[0])
+            return results
+
+        done = {r.path: r for results in each_repository(groups, one, self.workers)
+                for r in results}
         return [done[path] for _, path, _ in items]
 
     def _register_once(self, repo: Path, keyed: Sequence[tuple[str, str, str, str]],
@@ -155,20 +161,25 @@ class Annex:
     def set_metadata(self, items: Sequence[tuple[str, Mapping[str, object]]]) -> dict[str, str]:
         """Set annex metadata fields per file (replacing old values); returns path → error."""
         fields = dict(items)
-        errors = {}
-        for repo, paths in by_owner(self.root, fields).items():
+
+        def one(repo: Path, paths: list[tuple[str, str]]) -> dict[str, str]:
             lines = [metadata_line(fields[rel], file=inner) for rel, inner in paths]
             replies, problem = batch(repo, ["metadata", "--batch", "--json",
                                             "--json-error-messages"], lines,
                                      stall=self.stall_timeout)
             done = {str(r.get("file")): r for r in replies}
+            errors = {}
             for rel, inner in paths:
                 reply = done.get(inner)
                 if reply is None:
                     errors[rel] = problem or "no reply from git-annex"
                 elif not reply.get("success"):
                     errors[rel] = reply_error(reply)
-        return errors
+            return errors
+
+        return {rel: err for errors in each_repository(by_owner(self.root, fields), one,
+                                                       self.workers)
+                for rel, err in errors.items()}
 
     def _batch_errors(self, repo: Path, args: list[str], items: Sequence[str],
                       field: str) -> dict[str, str]:
@@ -232,22 +243,47 @@ class Batches:
         self.timeout = timeout
         self.limit = limit
         self._open: dict[tuple[Path, str], BatchProcess] = {}
+        self._tags: dict[tuple[Path, str], list[str]] = {}
+        #: (command, tag, error) of every sent line that failed, once its process closed
+        self.failed: list[tuple[str, str, str]] = []
 
-    def ask(self, command: str, path: str, line: str | None = None) -> dict:
-        """Ask the ``command --batch`` of the repository holding ``path``; the input line is
-        that path inside its repository unless ``line`` is given."""
+    def _process(self, command: str, path: str) -> tuple[BatchProcess, str, tuple[Path, str]]:
         repo, inner = owner(self.root, path)
         proc = self._open.pop((repo, command), None)
         if proc is None:
             while len(self._open) >= self.limit:
-                self._open.pop(next(iter(self._open))).close()
+                self._retire(next(iter(self._open)))
             proc = BatchProcess(repo, [command], timeout=self.timeout)
         self._open[(repo, command)] = proc  # most recently used last
+        return proc, inner, (repo, command)
+
+    def ask(self, command: str, path: str, line: str | None = None) -> dict:
+        """Ask the ``command --batch`` of the repository holding ``path``; the input line is
+        that path inside its repository unless ``line`` is given."""
+        proc, inner, _ = self._process(command, path)
         return proc.ask(inner if line is None else line)
 
+    def send(self, command: str, path: str, line: str, tag: str) -> None:
+        """Like :meth:`ask` without waiting: a failure lands in :attr:`failed` under
+        ``tag`` when the process is closed."""
+        proc, _, slot = self._process(command, path)
+        proc.send(line)
+        self._tags.setdefault(slot, []).append(tag)
+
+    def _retire(self, slot: tuple[Path, str]) -> None:
+        proc = self._open.pop(slot)
+        tags = self._tags.pop(slot, [])
+        for tag, (_, reply) in zip(tags, proc.collect(), strict=True):
+            if not reply.get("success"):
+                self.failed.append((slot[1], tag, reply_error(reply)))
+        proc.close()
+
     def close(self) -> None:
+        """Each process flushes on exit (up to a second for ``add``): let them all at once."""
+        for proc in self._open.values():
+            proc.end_input()
         while self._open:
-            self._open.popitem()[1].close()
+            self._retire(next(iter(self._open)))
 
     def __enter__(self) -> Batches:
         return self

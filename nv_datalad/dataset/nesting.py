@@ -16,15 +16,18 @@ registered in one ``.gitmodules`` write, so thousands cost no ``datalad create -
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from nv_datalad.dataset import layout
 from nv_datalad.dataset.runner import git
 from nv_datalad.errors import DatasetError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 GITMODULES = ".gitmodules"
 #: Collections a build may have written into since their last commit (one id per line).
@@ -55,6 +58,16 @@ def by_owner(root: Path, rels: Iterable[str]) -> dict[Path, list[tuple[str, str]
         repo, inner = owner(root, rel)
         groups.setdefault(repo, []).append((rel, inner))
     return groups
+
+
+def each_repository(groups: Mapping[Path, T], work: Callable[[Path, T], R],
+                    workers: int) -> list[R]:
+    """``work(repository, its items)`` for every group, several repositories at once (each
+    git-annex process is mostly start-up, so subdatasets overlap well)."""
+    if len(groups) <= 1 or workers <= 1:
+        return [work(repo, items) for repo, items in groups.items()]
+    with ThreadPoolExecutor(min(workers, len(groups))) as pool:
+        return list(pool.map(lambda pair: work(*pair), groups.items()))
 
 
 def subdataset_dir(cid: int) -> str:
@@ -209,10 +222,9 @@ class Tree:
         (their new commits, ``.gitmodules`` and ``paths``)."""
         from nv_datalad.dataset.repo import commit
 
-        changed = False
         subs = [subdataset_dir(c) for c in sorted(self._dirty)]
-        for rel in subs:
-            changed |= commit(self.root / rel, message)
+        changed = any(each_repository({self.root / rel: message for rel in subs}, commit,
+                                      self.jobs))
         if subs:
             register(self.root, subs)
             git(self.root, *QUIET_ADD, "add", "--", GITMODULES, *subs)

@@ -17,6 +17,7 @@ Three shapes cover every use:
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -144,6 +145,10 @@ def run(args: Sequence[str], cwd: Path | str | None = None, *, input: bytes | st
     if stalled:
         raise AnnexError(f"{name} stalled: no output for {stall:.0f} s (killed)")
     if check and not done.ok:
+        if "No space left on device" in done.err:
+            # the same condition as a download that fills the disk: the CLI says "disk full",
+            # exits 1, and the next build (with space) recovers
+            raise OSError(errno.ENOSPC, f"{name} ran out of space", str(cwd or args[2]))
         raise AnnexError(f"{name} failed: {done.err[:500] or f'exit {done.returncode}'}")
     return done
 
@@ -187,6 +192,7 @@ class BatchProcess:
             stderr=subprocess.DEVNULL, text=True, bufsize=1, preexec_fn=_PREEXEC,
         )
         self.replies: queue.Queue[str | None] = queue.Queue()
+        self.sent: list[str] = []  # lines sent without waiting for their replies
         threading.Thread(target=self._drain, daemon=True).start()
 
     def _drain(self) -> None:
@@ -195,22 +201,25 @@ class BatchProcess:
             self.replies.put(raw)
         self.replies.put(None)
 
-    def ask(self, line: str) -> dict:
-        """Send one line, return its JSON reply (``success`` false with a reason on trouble)."""
+    def _write(self, line: str) -> None:
         if "\n" in line or "\r" in line:
-            return {"success": False, "error-messages": ["refusing a line break in input"]}
+            raise AnnexError(f"refusing a line break in git annex {self.args[0]} input")
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.write(line + "\n")
             self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise AnnexError(f"git annex {self.args[0]} exited early ({exc})") from exc
+
+    def _reply(self) -> dict:
+        try:
             raw = self.replies.get(timeout=self.timeout)
         except queue.Empty:
             self.proc.kill()
             raise AnnexError(f"git annex {self.args[0]} stalled: no reply for "
                              f"{self.timeout:.0f} s") from None
-        except (BrokenPipeError, OSError) as exc:
-            raise AnnexError(f"git annex {self.args[0]} exited early ({exc})") from exc
         if raw is None:
+            self.replies.put(None)  # every later read sees the end too
             raise AnnexError(f"git annex {self.args[0]} exited early")
         try:
             reply = json.loads(raw) if raw.strip() else {}
@@ -218,9 +227,38 @@ class BatchProcess:
             reply = {}
         return reply or {"success": False, "error-messages": ["no reply from git-annex"]}
 
-    def close(self) -> None:
+    def ask(self, line: str) -> dict:
+        """Send one line, return its JSON reply (``success`` false with a reason on trouble)."""
+        if self.sent:
+            raise AnnexError("ask() after send(): collect() the sent lines' replies first")
+        self._write(line)
+        return self._reply()
+
+    def send(self, line: str) -> None:
+        """Send one line and go on; :meth:`collect` gives its reply later, so the caller
+        never waits for git-annex on work whose answer it needs only at the end."""
+        self._write(line)
+        self.sent.append(line)
+
+    def collect(self) -> list[tuple[str, dict]]:
+        """End the input; ``(line, reply)`` for every line sent, in order."""
+        self.end_input()
+        out = []
+        for line in self.sent:
+            try:
+                out.append((line, self._reply()))
+            except AnnexError as exc:
+                out.append((line, {"success": False, "error-messages": [str(exc)]}))
+        self.sent = []
+        return out
+
+    def end_input(self) -> None:
+        """No more lines: git-annex flushes what it queued (index, journal) and exits."""
         with contextlib.suppress(OSError, ValueError):
             self.proc.stdin.close()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.end_input()
         try:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:

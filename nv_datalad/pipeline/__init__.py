@@ -65,7 +65,7 @@ def build(
         tree = nesting.Tree(root, nested=nested_for(root, spec, exists), jobs=jobs,
                             description=spec.description)
         ctx = BuildContext(spec, root, base_url, client,
-                           Annex(root, stall_timeout=stall_timeout), tree, jobs,
+                           Annex(root, stall_timeout=stall_timeout, workers=jobs), tree, jobs,
                            max(1, checkpoint), recheck, progress)
         if dry_run or not exists:
             first = plan_images(ctx, local_images(root) if exists else {}, settle=False)
@@ -159,11 +159,19 @@ def _run(ctx: BuildContext, *, prune: bool,
         log.info("%s", line)
     results += apply.apply(ctx, selection, plan, local_collections(root), prune=prune)
     results += derive.derive(ctx, plan, results)
+    spec_text = spec_to_yaml(ctx.spec)
+    if old_spec_text is not None and not release.asks_differently(old_spec_text, spec_text) \
+            and repo.head(root) == start_head and not repo.is_dirty(root) \
+            and not ctx.tree.has_changes():
+        # nothing was written: the tables, the word matrix and the release all stand
+        ctx.tree.close()
+        log.info("nothing changed: no commit, no tag")
+        return BuildReport(root, plan, results)
     images, cols = release.write_tables(ctx)
     results += derive.vectorize(ctx)
     report = BuildReport(root, plan, results)
     release.release(ctx, report, start_head=start_head, old_spec_text=old_spec_text,
-                    spec_text=spec_to_yaml(ctx.spec), images=images, cols=cols)
+                    spec_text=spec_text, images=images, cols=cols)
     if report.version is None:
         log.info("nothing changed: no commit, no tag")
     report.results += derive.refresh_report(ctx)

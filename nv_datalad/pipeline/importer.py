@@ -16,7 +16,6 @@ from typing import Any
 
 from nv_datalad.dataset import layout
 from nv_datalad.dataset.annex import discard, metadata_line
-from nv_datalad.dataset.runner import reply_error
 from nv_datalad.neurovault.download import DiskFull
 from nv_datalad.neurovault.records import normalise_nulls
 from nv_datalad.pipeline.context import BuildContext
@@ -107,7 +106,8 @@ def _download(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], actio
 
     assert ctx.client is not None
     done = [0]
-    with ctx.annex.batches() as annex:
+    annex = ctx.annex.batches()
+    try:
 
         def landed(index: int, got: Any) -> None:
             item, url = todo[index]
@@ -119,21 +119,41 @@ def _download(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], actio
                                                       f"({url})"))
                 return
             key = annex.ask("add", got.path).get("key")
-            problem = "git annex add failed" if not key else reply_error(
-                annex.ask("registerurl", got.path, f"{key} {url}"))
-            if problem:
-                failures.append(failure(action, item, f"image {item.image_id}: {problem}"))
+            if not key:
+                failures.append(failure(action, item, f"image {item.image_id}: git annex add "
+                                                      "failed"))
                 discard(ctx.root, got.path)
                 return
-            err = reply_error(annex.ask("metadata", got.path, metadata_line(
-                annex_fields(item.record or {}), key=key)))
-            if err:
-                log.warning("image %s: annex metadata not set: %s", item.image_id, err)
+            # the key is all the build needs now: URL and metadata replies are read at the end
+            annex.send("registerurl", got.path, f"{key} {url}", tag=str(index))
+            annex.send("metadata", got.path, metadata_line(annex_fields(item.record or {}),
+                                                           key=key), tag=str(index))
             placed.append(Placed(item, got.path, url, key))
 
         fetch_all(ctx.client.file_session, ctx.root,
                   [Wanted(url, item.collection_id, item.image_id) for item, url in todo],
                   workers=ctx.jobs, on_result=landed)
+    finally:
+        annex.close()
+        _unregistered(ctx, annex.failed, todo, action, failures, placed)
+
+
+def _unregistered(ctx: BuildContext, failed: Sequence[tuple[str, str, str]],
+                  todo: Sequence[tuple[PlannedImage, str]], action: str,
+                  failures: list[Result], placed: list[Placed]) -> None:
+    """A file whose web URL git-annex did not record is not imported: ``datalad get`` could
+    not fetch it again after a drop. A missing metadata field is only a warning."""
+    lost = set()
+    for command, tag, error in failed:
+        item, url = todo[int(tag)]
+        if command == "registerurl":
+            lost.add(item.image_id)
+            failures.append(failure(action, item, f"image {item.image_id}: {error} ({url})"))
+        else:
+            log.warning("image %s: annex metadata not set: %s", item.image_id, error)
+    for p in [p for p in placed if p.item.image_id in lost]:
+        placed.remove(p)
+        discard(ctx.root, p.path)
 
 
 def _register(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], action: str,
