@@ -229,25 +229,6 @@ def test_old_version_is_retrievable_from_the_archive(updated, tmp_path):
     assert (repo / rel).read_bytes() == updated["old"][iid][1]
 
 
-def test_without_archive_old_version_says_it_is_gone(emulator, tmp_path):
-    spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=2)
-    iid = min(image_ids(ds))
-    old_key = key_of(ds, iid)
-    emulator.mutate_content(iid)
-    assert nv("build", spec, "-d", ds) == 0
-    annex(ds, "drop", "--force", "--key", old_key)
-    repo = tmp_path / "clone"
-    _clone_at(ds, repo, "v1.0.0")
-    rel = str(image_file(repo, iid).relative_to(repo))
-    with pytest.raises(subprocess.CalledProcessError) as refused:
-        annex(repo, "get", rel)
-    assert refused.value.returncode != 0
-    text = refused.value.stdout + refused.value.stderr
-    assert "verification" not in text.lower() and "checksum" not in text.lower()
-    assert "no known copies" in text.lower() or "not available" in text.lower() \
-        or "no other repository" in text.lower()
-
-
 def test_load_reads_old_metadata_at_an_old_tag(updated):
     import nv_datalad
 
@@ -262,43 +243,25 @@ def test_load_reads_old_metadata_at_an_old_tag(updated):
     assert updated["new_collection"] not in {m["collection_id"] for m in old.images_meta}
 
 
-def test_prune_removes_vanished_images_explicitly(emulator, tmp_path):
-    spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=4)
-    gone = max(image_ids(ds))
-    emulator.delete_image(gone)
-    assert nv("build", spec, "-d", ds) == 0
-    assert gone in image_ids(ds)  # kept by default
-    assert nv("build", spec, "-d", ds, "--prune") == 0
-    assert gone not in image_ids(ds)
-    assert f"image {gone} " in (ds / "CHANGES.md").read_text().split("## v1.1")[0]
-    assert git(ds, "status", "--porcelain") == ""
+def test_changed_source_gets_a_new_derivative_and_a_ria_archive_serves_the_old_bytes(
+        emulator, tmp_path):
+    """In the build that fetches a changed source, its derivative is made again; with
+    ``archive: ria+file://...`` a plain `datalad clone` finds the old bytes itself."""
+    import datalad.api as dl
 
-
-def test_changed_source_gets_a_new_derivative_in_the_same_build(emulator, tmp_path):
     spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=2,
-                     resample={"voxel_size": 3})
+                     resample={"voxel_size": 3}, archive=f"ria+file://{tmp_path / 'store'}")
     iid = min(image_ids(ds))
     (derived,) = (ds / "neurovault").glob(f"*/image_{iid}_resampled.json")
     assert json.loads(derived.read_text())["source_key"] == key_of(ds, iid)
     before = derived.with_suffix(".nii.gz").read_bytes()
+    old_key, old_bytes = key_of(ds, iid), emulator.image_bytes(iid)
     emulator.mutate_content(iid)
     assert nv("build", spec, "-d", ds) == 0
     assert json.loads(derived.read_text())["source_key"] == key_of(ds, iid)
     assert derived.with_suffix(".nii.gz").read_bytes() != before
     assert tags(ds) == ["v1.0.0", "v1.1.0"]
     assert git(ds, "status", "--porcelain") == ""
-
-
-def test_ria_store_archive_serves_old_versions_to_clones(emulator, tmp_path):
-    """With ``archive: ria+file://...`` a plain `datalad clone` finds the old bytes itself."""
-    import datalad.api as dl
-
-    spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=2,
-                     archive=f"ria+file://{tmp_path / 'store'}")
-    iid = min(image_ids(ds))
-    old_key, old_bytes = key_of(ds, iid), emulator.image_bytes(iid)
-    emulator.mutate_content(iid)
-    assert nv("build", spec, "-d", ds) == 0
     annex(ds, "drop", "--force", "--key", old_key)  # only the store has it now
     repo = clone(ds, tmp_path / "clone")
     git(repo, "checkout", "-q", "v1.0.0")
@@ -307,12 +270,15 @@ def test_ria_store_archive_serves_old_versions_to_clones(emulator, tmp_path):
     assert (repo / rel).read_bytes() == old_bytes
 
 
-def test_update_interrupted_between_remove_and_add_converges(emulator, tmp_path):
+def test_an_interrupted_update_converges_and_without_archive_its_old_version_is_gone(
+        emulator, tmp_path):
     """A build killed after removing a changed image's old file but before adding the new
-    one leaves the image missing from the tree; the next build restores and updates it."""
+    one leaves the image missing from the tree; the next build restores and updates it.
+    Without an archive, the old version's file then says it is gone (not a checksum error)."""
     spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=2)
     iid = min(image_ids(ds))
     rel = str(image_file(ds, iid).relative_to(ds))
+    old_key = key_of(ds, iid)
     emulator.mutate_content(iid)
     git(ds, "rm", "-q", "--cached", rel)  # the state the killed build left behind
     (ds / rel).unlink()
@@ -320,6 +286,16 @@ def test_update_interrupted_between_remove_and_add_converges(emulator, tmp_path)
     assert image_file(ds, iid).read_bytes() == emulator.image_bytes(iid)
     assert git(ds, "status", "--porcelain") == ""
     assert tags(ds) == ["v1.0.0", "v1.1.0"]
+    annex(ds, "drop", "--force", "--key", old_key)
+    repo = tmp_path / "clone"
+    _clone_at(ds, repo, "v1.0.0")
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        annex(repo, "get", rel)
+    assert refused.value.returncode != 0
+    text = refused.value.stdout + refused.value.stderr
+    assert "verification" not in text.lower() and "checksum" not in text.lower()
+    assert "no known copies" in text.lower() or "not available" in text.lower() \
+        or "no other repository" in text.lower()
 
 
 def test_recheck_downloads_everything_and_changes_nothing_when_nothing_changed(

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nv_datalad.dataset import layout
 from nv_datalad.dataset.files import write_text
-from nv_datalad.dataset.runner import annex, annex_info, git, stop_orphans
+from nv_datalad.dataset.runner import annex, annex_info, git
 from nv_datalad.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -243,3 +244,33 @@ def _check_annex_version(root: Path) -> None:
             + ("upgrade git-annex (`pip install -U git-annex`)" if newer else
                f"run `git -C {root} annex upgrade` first")
         )
+
+
+def stop_orphans(root: Path) -> list[int]:
+    """Stop git-annex processes a dead build left running in ``root`` (Linux).
+
+    With ``-J``, git-annex downloads in ``transferrer`` child processes that outlive a killed
+    ``addurl`` and keep their transfer locks. Called only when the build lock shows the
+    previous build is gone, so nothing of a live build is touched.
+    """
+    proc_dir = Path("/proc")
+    stopped: list[int] = []
+    if not proc_dir.is_dir():
+        return stopped
+    target = str(Path(root).resolve())
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv if a]
+        if cwd != target or not words or not words[0].endswith("git-annex"):
+            continue
+        if any(w in ("transferrer", "addurl") for w in words[1:3]):
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGTERM)
+                stopped.append(int(entry.name))
+    return stopped

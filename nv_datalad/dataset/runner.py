@@ -383,33 +383,3 @@ def ensure_tools_on_path() -> None:
     bindir = str(Path(sys.executable).parent)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
-
-
-def stop_orphans(root: Path) -> list[int]:
-    """Stop git-annex processes a dead build left running in ``root`` (Linux).
-
-    With ``-J``, git-annex downloads in ``transferrer`` child processes that outlive a killed
-    ``addurl`` and keep their transfer locks. Called only when the build lock shows the
-    previous build is gone, so nothing of a live build is touched.
-    """
-    proc_dir = Path("/proc")
-    stopped: list[int] = []
-    if not proc_dir.is_dir():
-        return stopped
-    target = str(Path(root).resolve())
-    for entry in proc_dir.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [a.decode(errors="replace") for a in argv if a]
-        if cwd != target or not words or not words[0].endswith("git-annex"):
-            continue
-        if any(w in ("transferrer", "addurl") for w in words[1:3]):
-            with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGTERM)
-                stopped.append(int(entry.name))
-    return stopped
