@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ from nv_datalad.dataset.archive import ensure_ria_sibling
 from nv_datalad.dataset.files import write_text
 from nv_datalad.dataset.runner import git, run
 from nv_datalad.dataset.state import local_images
-from nv_datalad.errors import DatasetError, SpecError
+from nv_datalad.errors import DatasetError, EnvironmentProblem, SpecError
 from nv_datalad.neurovault.client import ClientConfig, NeuroVaultClient
 from nv_datalad.pipeline import nested_for, plan_images
 from nv_datalad.pipeline.context import BuildContext
@@ -72,7 +73,11 @@ class Submitted:
                 f"result lands in {status_path(self.dataset, self.job_id)}")
 
 
-def _check(spec: Spec, prune: bool) -> None:
+def _check(spec: Spec, prune: bool, local: bool) -> None:
+    """Everything a cluster build needs, before anything is written."""
+    if not local and shutil.which("sbatch") is None:
+        raise EnvironmentProblem("sbatch is not on PATH; run this on a SLURM submit host, or "
+                                 "use --local-array to run the tasks here")
     if not spec.ria_store:
         raise SpecError("a cluster build needs `ria: {store: ria+file:///shared/path}` in the "
                         "spec: the store every node clones from and pushes to")
@@ -90,7 +95,7 @@ def submit(spec_path: str | Path | Spec, dataset: str | Path | None, *, tasks: i
            prune: bool = False) -> Submitted:
     spec = spec_path if isinstance(spec_path, Spec) else load_spec(spec_path)
     spec = spec.with_overrides(mode=mode, server=server)
-    _check(spec, prune)
+    _check(spec, prune, local)
     root = Path(dataset).absolute() if dataset is not None else ds.default_target(spec.name)
     ds.check_target(root, spec.name)
     ds.ensure_identity()

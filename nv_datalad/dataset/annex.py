@@ -9,6 +9,7 @@ next build).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,7 +49,8 @@ def discard(root: Path, relpath: str) -> None:
     redone by the next build)."""
     repo, inner = owner(root, relpath)
     git(repo, "rm", "-q", "--cached", "--ignore-unmatch", "--", inner, check=False)
-    (root / relpath).unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # a file in the way
+        (root / relpath).unlink()
 
 
 def metadata_line(fields: Mapping[str, object], *, file: str | None = None,

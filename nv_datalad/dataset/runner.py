@@ -84,10 +84,11 @@ def _popen(args: Sequence[str], cwd: Path | None, *, stdin: int | None) -> subpr
             preexec_fn=_PREEXEC,
         )
     except FileNotFoundError as exc:
-        raise EnvironmentProblem(
-            f"{args[0]} is not on PATH; install git, and git-annex with `pip install git-annex`"
-            " (then put that environment's bin/ on PATH)"
-        ) from exc
+        hint = ("run this on a SLURM submit host (or use --local-array)"
+                if args[0] in ("sbatch", "squeue") else
+                "install git, and git-annex with `pip install git-annex` (then put that "
+                "environment's bin/ on PATH)")
+        raise EnvironmentProblem(f"{args[0]} is not on PATH; {hint}") from exc
 
 
 def run(args: Sequence[str], cwd: Path | str | None = None, *, input: bytes | str | None = None,
