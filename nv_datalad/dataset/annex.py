@@ -49,8 +49,10 @@ def discard(root: Path, relpath: str) -> None:
     redone by the next build)."""
     repo, inner = owner(root, relpath)
     git(repo, "rm", "-q", "--cached", "--ignore-unmatch", "--", inner, check=False)
+    path = root / relpath
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # a file in the way
-        (root / relpath).unlink()
+        if path.is_symlink() or path.is_file():  # never a folder of somebody's
+            path.unlink()
 
 
 def metadata_line(fields: Mapping[str, object], *, file: str | None = None,
