@@ -86,6 +86,34 @@ def head(ds: Path) -> str:
     return git(ds, "rev-parse", "HEAD").strip()
 
 
+#: What a user sets once (README) so git-annex may fetch from the emulator on 127.0.0.1, in
+#: every repository of a clone (subdatasets included).
+LOOPBACK = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "annex.security.allowed-ip-addresses",
+            "GIT_CONFIG_VALUE_0": "127.0.0.1"}
+
+
+def datalad(*args: str, cwd: Path | None = None) -> str:
+    """The ``datalad`` command as a user runs it (loopback downloads allowed)."""
+    import os
+
+    return subprocess.run(["datalad", *args], cwd=cwd, capture_output=True, text=True,
+                          check=True, env={**os.environ, **LOOPBACK}).stdout
+
+
+def annexed_images(ds: Path) -> dict[int, tuple[str, str, dict]]:
+    """image id → (path, annex key from its link, sidecar without the retrieval time), read
+    from the work tree, subdatasets included."""
+    import os
+
+    out = {}
+    for sc in sorted((ds / "neurovault").glob("collection_*/image_*_metadata.json")):
+        data = json.loads(sc.read_text())
+        data["nv_datalad"].pop("retrieved_at", None)
+        (image,) = sc.parent.glob(f"image_{data['id']}.nii*")
+        out[data["id"]] = (str(image.relative_to(ds)), Path(os.readlink(image)).name, data)
+    return out
+
+
 def nilearn_ids(emulator, tmp_path: Path, monkeypatch, **kwargs) -> set[int]:
     """What nilearn's own fetcher selects from the same emulator (the oracle)."""
     from nilearn.datasets import neurovault as nv_mod

@@ -9,14 +9,13 @@ tests run on a real single-node SLURM (tests/slurm.py installs and starts it whe
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import git, nv, tags, write_spec
+from helpers import annexed_images, datalad, git, nv, tags, write_spec
 
 from nv_datalad.cluster.job import STORAGE_REMOTE, Job
 from nv_datalad.cluster.units import Work, collect, split
@@ -25,18 +24,10 @@ from nv_datalad.dataset import nesting
 pytest_plugins = ["slurm"]
 
 CLI = [sys.executable, "-m", "nv_datalad.cli"]
-LOOPBACK = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "annex.security.allowed-ip-addresses",
-            "GIT_CONFIG_VALUE_0": "127.0.0.1"}
 
 
 def _keys(ds: Path) -> dict[int, tuple[str, str]]:
-    """image id → (path, annex key), read from the work tree (subdatasets included)."""
-    out = {}
-    for sc in (ds / "neurovault").glob("collection_*/image_*_metadata.json"):
-        iid = json.loads(sc.read_text())["id"]
-        (image,) = sc.parent.glob(f"image_{iid}.nii*")
-        out[iid] = (str(image.relative_to(ds)), Path(os.readlink(image)).name)
-    return out
+    return {iid: (path, key) for iid, (path, key, _) in annexed_images(ds).items()}
 
 
 def _store_check(ds: Path, store: Path, tmp_path: Path, emulator) -> None:
@@ -46,14 +37,12 @@ def _store_check(ds: Path, store: Path, tmp_path: Path, emulator) -> None:
         assert git(repo, "annex", "find", "--not", "--in", STORAGE_REMOTE, "--include=*") == ""
     clone = tmp_path / "from-store"
     dsid = git(ds, "config", "-f", ".datalad/config", "datalad.dataset.id").strip()
-    subprocess.run(["datalad", "clone", f"ria+file://{store}#{dsid}", str(clone)],
-                   check=True, capture_output=True, env={**os.environ, **LOOPBACK})
+    datalad("clone", f"ria+file://{store}#{dsid}", str(clone))
     # with subdatasets, `datalad get` installs the image's one from the store too (the
     # superdataset names the store as a source candidate)
     iid, (rel, _) = sorted(_keys(ds).items())[0]
     emulator.set_faults(error_rate=1.0, paths="/media/")
-    subprocess.run(["datalad", "get", rel], cwd=clone, check=True, capture_output=True,
-                   env={**os.environ, **LOOPBACK})
+    datalad("get", rel, cwd=clone)
     emulator.set_faults()
     assert (clone / rel).read_bytes() == emulator.image_bytes(iid)
 

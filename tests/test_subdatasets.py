@@ -8,37 +8,17 @@ nilearn's offline mode. The build opens only the subdatasets of collections that
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import build, git, head, nv, tags, write_spec
+from helpers import annexed_images, build, datalad, git, head, nv, tags, write_spec
 
 import nv_datalad
 from nv_datalad.dataset import nesting
 
 CLI = [sys.executable, "-m", "nv_datalad.cli"]
-#: What a user sets once (README) so git-annex may fetch from the emulator on 127.0.0.1.
-LOOPBACK = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "annex.security.allowed-ip-addresses",
-            "GIT_CONFIG_VALUE_0": "127.0.0.1"}
-
-
-def _datalad(*args: str, cwd: Path | None = None) -> str:
-    return subprocess.run(["datalad", *args], cwd=cwd, capture_output=True, text=True,
-                          check=True, env={**os.environ, **LOOPBACK}).stdout
-
-
-def _images(ds: Path) -> dict[int, tuple[str, str, dict]]:
-    """image id → (path, annex key from the link, sidecar without the retrieval time)."""
-    out = {}
-    for sc in sorted((ds / "neurovault").glob("collection_*/image_*_metadata.json")):
-        data = json.loads(sc.read_text())
-        data["nv_datalad"].pop("retrieved_at", None)
-        (image,) = sc.parent.glob(f"image_{data['id']}.nii*")
-        out[data["id"]] = (str(image.relative_to(ds)), Path(os.readlink(image)).name, data)
-    return out
 
 
 def _subdataset_heads(ds: Path) -> dict[str, str]:
@@ -56,12 +36,12 @@ def nested(shared_emulator, tmp_path_factory) -> Path:
 def test_a_per_collection_build_equals_a_single_repository_build(nested, built):
     """Same images at the same paths with the same keys and sidecars; each collection is a
     DataLad dataset of its own, listed by `datalad subdatasets`, and nothing is uncommitted."""
-    mine, theirs = _images(nested), _images(built)
+    mine, theirs = annexed_images(nested), annexed_images(built)
     assert mine.keys() == theirs.keys()
     for iid, (path, key, sidecar) in mine.items():
         assert (path, key) == theirs[iid][:2]
         assert sidecar == theirs[iid][2]
-    listed = json.loads("[" + ",".join(_datalad(
+    listed = json.loads("[" + ",".join(datalad(
         "-f", "json", "subdatasets", "-d", str(nested)).split("\n")[:-1]) + "]")
     collections = {str(Path(p).parent) for p, _, _ in mine.values()}
     assert {str(Path(r["path"]).relative_to(nested)) for r in listed} == collections
@@ -77,14 +57,14 @@ def test_a_per_collection_build_equals_a_single_repository_build(nested, built):
 
 def test_a_clone_gets_one_image_by_installing_only_its_subdataset(nested, tmp_path):
     clone = tmp_path / "clone"
-    _datalad("clone", str(nested), str(clone))
-    some = sorted(_images(nested).values())[0][0]
+    datalad("clone", str(nested), str(clone))
+    some = sorted(annexed_images(nested).values())[0][0]
     assert nesting.not_installed(clone), "a fresh clone installs no subdataset"
     code = subprocess.run([*CLI, "get", "-d", str(clone), "--where", "id>0"],
                           capture_output=True, text=True)
     assert code.returncode == 2
     assert "datalad get -n -r" in code.stderr and len(code.stderr.strip().splitlines()) == 1
-    _datalad("get", some, cwd=clone)
+    datalad("get", some, cwd=clone)
     assert (clone / some).is_file()
     installed = {str(p.relative_to(clone)) for p in nesting.installed(clone)}
     assert installed == {str(Path(some).parent)}
@@ -97,10 +77,10 @@ def test_nilearn_offline_reads_the_dataset_after_get_r(nested, tmp_path):
     from nilearn.datasets import fetch_neurovault
 
     clone = tmp_path / "clone"
-    _datalad("clone", str(nested), str(clone))
-    _datalad("get", "-r", ".", cwd=clone)
+    datalad("clone", str(nested), str(clone))
+    datalad("get", "-r", ".", cwd=clone)
     data = fetch_neurovault(mode="offline", data_dir=str(clone), max_images=None, verbose=0)
-    gz = {iid for iid, (path, _, _) in _images(nested).items() if path.endswith(".nii.gz")}
+    gz = {iid for iid, (path, _, _) in annexed_images(nested).items() if path.endswith(".nii.gz")}
     assert {m["id"] for m in data.images_meta} == gz
     assert all(Path(p).is_file() for p in data.images)
 
@@ -117,12 +97,12 @@ def test_an_update_touches_only_the_subdataset_that_changed(emulator, tmp_path):
     emulator.mutate_content(ids[0])
     emulator.mutate_metadata(ids[1], name="renamed")
     emulator.mutate_content(ids[2])
-    keys = {iid: _images(ds)[iid][1] for iid in ids}
+    keys = {iid: annexed_images(ds)[iid][1] for iid in ids}
     assert nv("build", spec, "-d", ds, "--mode", "overwrite") == 0
     after = _subdataset_heads(ds)
     assert {rel for rel in before if after[rel] != before[rel]} == {cid}
     assert tags(ds) == ["v1.0.0", "v1.1.0"]
-    now = _images(ds)
+    now = annexed_images(ds)
     assert now[ids[0]][1] != keys[ids[0]] and now[ids[2]][1] != keys[ids[2]]
     assert now[ids[1]][1] == keys[ids[1]] and now[ids[1]][2]["name"] == "renamed"
     assert git(ds, "status", "--porcelain") == "" == git(ds / cid, "status", "--porcelain")
@@ -196,8 +176,8 @@ def test_a_killed_per_collection_build_converges(emulator, tmp_path):
     emulator.set_network()
     assert (ds / nesting.JOURNAL).is_file(), "the killed build left its journal"
     assert nv("build", spec, "-d", ds) == 0
-    assert {i: v[:2] for i, v in _images(ds).items()} == \
-        {i: v[:2] for i, v in _images(reference).items()}
+    assert {i: v[:2] for i, v in annexed_images(ds).items()} == \
+        {i: v[:2] for i, v in annexed_images(reference).items()}
     assert git(ds, "status", "--porcelain") == ""
     for sub in nesting.installed(ds):
         assert git(sub, "status", "--porcelain") == ""
@@ -209,7 +189,7 @@ def test_a_killed_per_collection_build_converges(emulator, tmp_path):
 def test_verify_looks_into_every_subdataset(emulator, tmp_path, capsys):
     _, ds = build(tmp_path, emulator.url, subdatasets="per-collection", max_images=6)
     assert nv("verify", "-d", ds) == 0
-    path, _, _ = sorted(_images(ds).values())[-1]
+    path, _, _ = sorted(annexed_images(ds).values())[-1]
     target = (ds / path).resolve()
     target.chmod(0o644)
     target.write_bytes(b"corrupted")
@@ -225,17 +205,17 @@ def test_an_old_version_of_a_subdataset_comes_from_a_ria_archive(emulator, tmp_p
     spec, ds = build(tmp_path, emulator.url, mode="overwrite", max_images=3,
                      subdatasets="per-collection",
                      archive=f"ria+file://{tmp_path / 'store'}")
-    iid = min(_images(ds))
-    rel, old_key, _ = _images(ds)[iid]
+    iid = min(annexed_images(ds))
+    rel, old_key, _ = annexed_images(ds)[iid]
     old_bytes = emulator.image_bytes(iid)
     emulator.mutate_content(iid)
     assert nv("build", spec, "-d", ds) == 0
     sub = nesting.owner(ds, rel)[0]
     git(sub, "annex", "drop", "--force", "--key", old_key)  # only the store has it now
     clone = tmp_path / "clone"
-    _datalad("clone", str(ds), str(clone))
+    datalad("clone", str(ds), str(clone))
     git(clone, "checkout", "-q", "v1.0.0")
-    _datalad("get", rel, cwd=clone)
+    datalad("get", rel, cwd=clone)
     assert (clone / rel).read_bytes() == old_bytes
 
 
