@@ -26,6 +26,15 @@ def annex(repo: Path, *args: str, input: str | None = None) -> str:
     return git(repo, "annex", *args, input=input)
 
 
+def sigint_as_usual() -> None:
+    """``preexec_fn`` for a child a test interrupts: a runner that starts the suite in the
+    background (``cmd &`` in a script) hands SIGINT on ignored, and Python then never raises
+    KeyboardInterrupt; the user's terminal does not."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def write_spec(tmp_path: Path, server: str, name: str = "test-ds", **fields) -> Path:
     spec = {"name": name, "server": server, "max_images": None, **fields}
     path = tmp_path / f"{name}.yaml"

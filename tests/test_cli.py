@@ -19,6 +19,7 @@ from helpers import (
     image_file,
     image_ids,
     nv,
+    sigint_as_usual,
     write_spec,
 )
 
@@ -73,7 +74,7 @@ def test_emulator_command_serves_until_interrupted():
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nv_datalad.cli", "emulator", "--port",
                              str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=sigint_as_usual)
     try:
         for _ in range(100):
             try:

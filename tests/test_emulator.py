@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import requests
+from helpers import sigint_as_usual
 
 from nv_datalad.emulator import SAMPLE_IMAGE_ID, Emulator
 from nv_datalad.emulator.constants import is_loopback
@@ -674,7 +675,7 @@ def test_bench_size_distribution_scales_down(bench):
 def test_emulator_module_serves_the_bench_corpus_until_interrupted():
     argv = [sys.executable, "-m", "nv_datalad.emulator", "--corpus", "bench", "--images", "300",
             "--tiny", "--port", "0"]  # fmt: skip
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual)
     try:
         assert proc.stderr is not None
         announced = next(line for line in proc.stderr if "serving at" in line)

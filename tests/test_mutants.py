@@ -31,6 +31,7 @@ from helpers import (
     key_of,
     nv,
     sidecar,
+    sigint_as_usual,
     tags,
     write_spec,
 )
@@ -346,7 +347,8 @@ def test_build_from_python_and_server_override(shared_emulator, default_selectio
 
 def test_emulator_command_serves_the_bench_corpus():
     proc = subprocess.Popen([*CLI, "emulator", "--corpus", "bench", "--images", "40", "--tiny",
-                             "--port", "0"], stderr=subprocess.PIPE, text=True)
+                             "--port", "0"], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_usual)
     try:
         assert proc.stderr is not None
         url = next(ln for ln in proc.stderr if "serving at" in ln).rsplit(" ", 1)[1].strip()

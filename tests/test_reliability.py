@@ -15,7 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import annex, build, git, image_ids, key_of, nv, tags, write_spec
+from helpers import (
+    annex,
+    build,
+    git,
+    image_ids,
+    key_of,
+    nv,
+    sigint_as_usual,
+    tags,
+    write_spec,
+)
 
 from nv_datalad.emulator.hostile import HOSTILE_KINDS
 
@@ -249,7 +259,8 @@ def test_an_outage_mid_build_exits_1_and_keeps_what_was_imported(emulator, tmp_p
 
 def _started(spec: Path, ds: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([*CLI, "build", str(spec), "-d", str(ds), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_usual)
 
 
 def _commits(ds: Path) -> str:
