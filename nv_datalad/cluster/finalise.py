@@ -21,6 +21,7 @@ from nv_datalad.cluster.job import (
     STORAGE_REMOTE,
     STORE_REMOTE,
     Job,
+    store_remote,
     unit_annex_branch,
     unit_branch,
     unit_result_path,
@@ -70,6 +71,16 @@ class Finalised:
 
 def status_path(root: Path, job_id: str) -> Path:
     return root / ".git" / "nv-datalad" / "jobs" / job_id / "finalised.json"
+
+
+def recorded(root: Path, job_id: str) -> Finalised | None:
+    """What the last finalise of ``job_id`` wrote (None: it has not run)."""
+    path = status_path(root, job_id)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return Finalised(job_id, len(Job.read(root, job_id).units), data["missing"],
+                     data["version"], data["failed"], data["store_problems"])
 
 
 def finalise(root: Path, job_id: str) -> Finalised:
@@ -159,8 +170,7 @@ def _check_out_subdatasets(root: Path, job: Job) -> None:
         want = git(root, "rev-parse", f"HEAD:{rel}", check=False).strip()
         if not nesting.is_repository(sub) or not want or ds.head(sub) == want:
             continue
-        remote = "origin" if "origin" in git(sub, "remote").split() else STORE_REMOTE
-        git(sub, "fetch", "-q", remote)
+        git(sub, "fetch", "-q", store_remote(sub))
         git(sub, "merge", "-q", "--ff-only", want)
         annex(sub, "merge", "--quiet")
 

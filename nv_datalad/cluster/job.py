@@ -14,12 +14,18 @@ from pathlib import Path
 from uuid import uuid4
 
 from nv_datalad.dataset import layout
+from nv_datalad.dataset.runner import git
 from nv_datalad.pipeline.plan import Change, PlannedImage
 
 JOBS_DIR = f"{layout.STATE_DIR}/jobs"
 #: The RIA sibling every task clones from and pushes to; its storage remote holds the content.
 STORE_REMOTE = "nv-store"
 STORAGE_REMOTE = f"{STORE_REMOTE}-storage"
+
+
+def store_remote(repo: Path) -> str:
+    """The store's name in ``repo``: ``origin`` in a clone from it, else our sibling."""
+    return "origin" if "origin" in git(repo, "remote").split() else STORE_REMOTE
 
 
 def new_job_id() -> str:

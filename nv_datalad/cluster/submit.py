@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nv_datalad.cluster import units as split_units
-from nv_datalad.cluster.finalise import Finalised, finalise, status_path
+from nv_datalad.cluster.finalise import Finalised, finalise, recorded, status_path
 from nv_datalad.cluster.job import (
     JOBS_DIR,
     STORE_REMOTE,
@@ -209,30 +209,24 @@ def _sbatch(args: list[str]) -> str:
 
 def wait_for(root: Path, job_id: str, finalise_id: str, poll: float = 2.0) -> Finalised:
     """Until the finalise job has left the queue; then its recorded outcome."""
-    import json
-
     while run(["squeue", "-h", "-j", finalise_id], check=False).out.strip():
         time.sleep(poll)
-    path = status_path(root, job_id)
-    if not path.is_file():
+    outcome = recorded(root, job_id)
+    if outcome is None:
         raise DatasetError(f"finalise job {finalise_id} ended without a result; see "
                            f"{_logs(root, job_id)}/finalise.log")
-    data = json.loads(path.read_text())
-    return Finalised(job_id, len(Job.read(root, job_id).units), data["missing"],
-                     data["version"], data["failed"], data["store_problems"])
+    return outcome
 
 
 def resubmit(root: Path, job_id: str, units: list[int] | None, *, local: bool,
              sbatch_args: list[str] | None = None, wait: bool = False,
              jobs: int = 4) -> Submitted:
     """Run again the units that did not arrive (or ``units``), then finalise again."""
-    import json
-
     root = root.absolute()
     job = Job.read(root, job_id)
-    done = status_path(root, job_id)
+    last = recorded(root, job_id)
     todo = units if units is not None else (
-        json.loads(done.read_text())["missing"] if done.is_file() else list(range(len(job.units))))
+        last.missing if last is not None else list(range(len(job.units))))
     out = Submitted(job_id, root, job.units)
     if local:
         run_local(root, job, todo, jobs=jobs)

@@ -26,6 +26,7 @@ from nv_datalad.cluster.job import (
     STORAGE_REMOTE,
     STORE_REMOTE,
     Job,
+    store_remote,
     unit_annex_branch,
     unit_branch,
     unit_result_path,
@@ -142,7 +143,7 @@ def _push(root: Path, job_id: str, unit: int, store: str) -> None:
 def _push_subdataset(sub: Path, store: str) -> None:
     """A unit owns its subdatasets: their branch and git-annex branch go to the store as
     they are (a new one gets its place in the store first)."""
-    remote = "origin" if "origin" in git(sub, "remote").split() else STORE_REMOTE
+    remote = store_remote(sub)
     if remote == STORE_REMOTE:
         ensure_ria_sibling(sub, store, STORE_REMOTE)
     _copy_content(sub, STORAGE_REMOTE)
