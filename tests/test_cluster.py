@@ -77,6 +77,7 @@ def test_a_local_array_build_equals_a_single_machine_build(emulator, tmp_path, s
     _store_check(ds, store, tmp_path, emulator)
 
 
+@pytest.mark.slow  # 80 s: in .ci/run's second pass (and with -m slurm)
 @pytest.mark.slurm
 def test_a_slurm_array_of_four_tasks_equals_a_single_machine_build(slurm_cluster, emulator,
                                                                     tmp_path):

@@ -85,6 +85,7 @@ def test_nilearn_offline_reads_the_dataset_after_get_r(nested, tmp_path):
     assert all(Path(p).is_file() for p in data.images)
 
 
+@pytest.mark.slow  # 50 s: in .ci/run's second pass
 def test_an_update_touches_only_the_subdataset_that_changed(emulator, tmp_path):
     """Three images of one collection change: that subdataset gets new commits, every other
     subdataset keeps its HEAD, the superdataset gets one new tag; a rebuild with nothing

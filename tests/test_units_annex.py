@@ -132,8 +132,9 @@ def test_urls_are_registered_in_the_repository_that_holds_each_path(repos, emu):
     got = Annex(repos.root).addurls(items, on_reply=progress.append)
     assert [(r.path, r.url, r.error) for r in got] == [(p, u, "") for u, p, _ in items]
     assert [r.key for r in got] == [url_key(u, s) for u, _, s in items]
-    assert progress[0] == 1 and progress[-1] == 3  # counted across the repositories
-    assert progress == sorted(set(progress))  # strictly increasing
+    # counted across the repositories, which answer in either order (1 here, 2 in SUB)
+    assert progress[-1] == 3 and progress == sorted(set(progress))  # strictly increasing
+    assert progress[0] in (1, 2)
     assert _web_urls(repos.root, "neurovault/collection_1/image_1.nii.gz") == [items[0][0]]
     assert _web_urls(repos.sub, "image_2.nii.gz") == [items[1][0]]
     assert (repos.root / f"{SUB}/image_2.nii.gz").is_symlink()

@@ -20,6 +20,7 @@ from nv_datalad.dataset import layout, nesting
 from nv_datalad.dataset.files import dump_json
 from nv_datalad.dataset.recover import Recovery, recover
 from nv_datalad.dataset.repo import create
+from nv_datalad.derivatives.manifest import manifest_relpath
 from nv_datalad.errors import DatasetError
 
 C1 = "neurovault/collection_1"
@@ -183,12 +184,116 @@ def test_a_new_file_that_is_not_ours_stops_the_build_and_nothing_is_touched(ds):
     assert (ds / NEW).exists() and git(ds, "ls-files", "--", NEW).strip() == NEW
 
 
+@pytest.mark.parametrize("n", [5, 11])
+def test_the_refusal_names_five_paths_and_counts_the_rest(ds, n):
+    names = [f"notes/{i:02d}.txt" for i in range(n)]
+    for rel in names:
+        _put(ds, rel, "mine")
+    with pytest.raises(DatasetError) as err:
+        recover(ds)
+    rest = f" and {n - 5} more" if n > 5 else ""
+    assert f"did not make: {', '.join(names[:5])}{rest}; keep them" in str(err.value)
+
+
+@pytest.mark.parametrize(("rel", "text"), [
+    ("x", "a one-letter name"),
+    ("todo.txt", "sorts after report.html"),
+    (".env", "SECRET=1"),  # sorts before .gitattributes
+    ("stats.json", dump_json({"a": 1})),  # our format, but not in a collection
+    (f"{C1}/notes.txt", dump_json({"id": 1})),  # our format, but not a .json file
+    (f"{C1}/image_12_metadata.json", '{\t"id": 12}'),  # a person's JSON
+])
+def test_a_persons_new_file_is_refused_by_name_and_kept(ds, rel, text):
+    head = _head(ds)
+    _put(ds, rel, text)
+    with pytest.raises(DatasetError, match=f"did not make: {rel};"):
+        recover(ds)
+    assert (ds / rel).read_text() == text and _head(ds) == head
+
+
+def test_a_new_collections_metadata_is_committed(ds):
+    rel = "neurovault/collection_7/collection_metadata.json"
+    _put(ds, rel, dump_json({"id": 7, "name": "seven"}))
+    assert recover(ds) == Recovery(committed=[rel])
+    assert _clean(ds)
+
+
+def test_a_staged_image_given_up_after_a_full_disk_is_removed(ds):
+    head = _head(ds)
+    _new_image(ds, sidecar=None)
+    (ds / NEW).unlink()  # `git annex add` staged it, then the build gave it up
+    assert recover(ds) == Recovery(removed=[NEW])
+    assert git(ds, "ls-files", "--", NEW) == "" and _head(ds) == head and _clean(ds)
+
+
+@pytest.mark.parametrize("rel", [SIDECAR, layout.IMAGES_TSV])
+def test_a_staged_refresh_is_restored_not_committed_or_deleted(ds, rel):
+    head = _head(ds)
+    before = (ds / rel).read_text()
+    _put(ds, rel, dump_json({**RECORD, "name": "refreshed"}))
+    git(ds, "add", "--", rel)  # a checkpoint's `git add`, killed before its commit
+    assert recover(ds) == Recovery(restored=[rel])
+    assert (ds / rel).read_text() == before and _head(ds) == head and _clean(ds)
+
+
+def test_a_reformatted_sidecar_with_the_same_values_is_restored(ds):
+    _put(ds, SIDECAR, json.dumps(RECORD))  # compact, same values: nothing to lose
+    assert recover(ds) == Recovery(restored=[SIDECAR])
+    assert (ds / SIDECAR).read_text() == dump_json(RECORD)
+
+
+@pytest.mark.parametrize("staged", [False, True])
+def test_a_persons_edit_of_readme_is_refused_even_beside_a_finished_import(ds, staged):
+    """Only an *uncommitted* build record shows a release was cut short: an edited old one
+    (restored: records are ours) and a new finished import do not make README ours."""
+    record = f"{layout.BUILDS_DIR}/old.json"
+    _put(ds, record, "{}\n")
+    git(ds, "add", record)
+    git(ds, "commit", "-q", "-m", "record")
+    _put(ds, record, '{"edited": 1}\n')
+    if staged:
+        git(ds, "add", record)
+    _put(ds, f"{C1}/neurosynth_words_for_image_10.json", dump_json({"motor": 0.5}))
+    _put(ds, layout.README, "my own words\n")
+    with pytest.raises(DatasetError, match=f"did not make: {layout.README};"):
+        recover(ds)
+    assert (ds / layout.README).read_text() == "my own words\n"
+
+
+@pytest.mark.parametrize("kind", ["committed", "restored", "removed"])
+def test_recovery_of_one_kind_is_logged(ds, kind, caplog):
+    if kind == "committed":
+        _put(ds, f"{C1}/neurosynth_words_for_image_10.json", dump_json({"motor": 0.5}))
+    elif kind == "restored":
+        _put(ds, layout.IMAGES_TSV, "half written\n")
+    else:
+        _put(ds, NEW, b"\x1f\x8bno sidecar")
+    with caplog.at_level("INFO", logger="nv_datalad.dataset.recover"):
+        recover(ds)
+    counts = {"committed": 0, "restored": 0, "removed": 0, kind: 1}
+    assert caplog.messages == [
+        "recovered from an interrupted build: {committed} files committed, {restored} "
+        "restored, {removed} removed".format(**counts)]
+
+
+def test_a_dataset_killed_before_its_first_commit_is_committed(tmp_path):
+    root = tmp_path / "new"
+    root.mkdir()
+    git(root, "init", "-q")
+    _put(root, ".gitattributes", "* annex.backend=SHA256E\n")
+    _put(root, ".datalad/config", '[datalad "dataset"]\n\tid = x\n')
+    done = recover(root)
+    assert sorted(done.committed) == [".datalad/config", ".gitattributes"]
+    assert _clean(root) and git(root, "ls-files").split() == [".datalad/config",
+                                                              ".gitattributes"]
+
+
 def test_generated_files_are_restored_and_derivatives_outside_a_run_removed(ds):
     for rel in (layout.IMAGES_TSV, layout.COLLECTIONS_TSV, layout.SPEC_FILE):
         _put(ds, rel, "half written\n")
     derived = [layout.REPORT, f"{layout.NEUROSYNTH_DIR}/word_frequencies.npz",
                f"{C1}/image_10_resampled.nii.gz", f"{C1}/image_10_resampled.json",
-               layout.RESAMPLE_MANIFEST, ".datalad/runinfo/x.json"]
+               manifest_relpath("rows\n"), ".datalad/runinfo/x.json"]
     for rel in derived:
         _put(ds, rel, "derived\n")
     git(ds, "add", "--", layout.REPORT)  # staged, never committed: removed too
@@ -285,12 +390,15 @@ def test_a_subdataset_not_journaled_is_not_looked_into(ds):
     assert (ds / sub_rel / "notes.txt").is_file()
 
 
-def test_a_new_subdataset_a_build_made_is_registered_and_committed(ds):
+@pytest.mark.parametrize("registered", [False, True])
+def test_a_new_subdataset_a_build_made_is_registered_and_committed(ds, registered):
     sub_rel = nesting.subdataset_dir(4)
     create(ds / sub_rel)  # made, journaled, never committed in the dataset
     _put(ds, nesting.JOURNAL, "4\n")
+    if registered:  # killed after .gitmodules was written, before its commit
+        nesting.register(ds, [sub_rel])
     done = recover(ds)
-    assert done.committed == [sub_rel]
+    assert sorted(done.committed) == sorted([sub_rel, *[nesting.GITMODULES] * registered])
     assert nesting.registered(ds) == {sub_rel: git(ds / sub_rel, "config", "--file",
                                                    ".datalad/config", "datalad.dataset.id"
                                                    ).strip()}
@@ -304,7 +412,8 @@ def test_a_journaled_subdataset_with_a_stale_lock_or_none_at_all_is_recovered(ds
     nesting.register(ds, [sub_rel])
     git(ds, *nesting.QUIET_ADD, "add", "--", nesting.GITMODULES, sub_rel)
     git(ds, "commit", "-q", "-m", "subdataset")
-    _put(ds, nesting.JOURNAL, "5\n6\n")  # 6: journaled, killed before its folder was made
+    # 3 and 6: journaled, killed before their folders were made (3 sorts before 5)
+    _put(ds, nesting.JOURNAL, "3\n5\n6\n")
     _put(sub, ".git/index.lock", "")  # the killed build's git held it
     _put(sub, "image_51.nii.gz", b"\x1f\x8bsub")  # downloaded, no sidecar yet
     done = recover(ds)
