@@ -295,6 +295,9 @@ def test_sidecar_paths_are_picked_from_a_listing_by_the_layout():
              "neurovault/collection_4/sub/image_7_metadata.json",
              "other/collection_4/image_8_metadata.json",
              "other/collection_4/collection_metadata.json",
+             "derivatives/collection_4/image_9_metadata.json",  # sorts before neurovault
+             "derivatives/collection_4/collection_metadata.json",
+             "neurovault/collection_7/.gitattributes",  # sorts before collection_metadata
              "neurovault/collection_y/collection_metadata.json",
              "neurovault/collection_9/image_91_metadata.json"]
     assert revision.image_sidecar_paths(files) == {
@@ -472,3 +475,45 @@ def test_a_subdataset_missing_or_behind_is_named_with_the_command_that_gets_it(n
     assert str(behind.value) == (
         f"subdataset neurovault/collection_5 of {clone} does not have commit {sub_sha[:12]}; "
         f"update it with `datalad update --how merge -r -d {clone}`")
+
+
+def test_a_listing_at_a_revision_descends_into_a_subdataset_its_prefix_covers(nested):
+    root, sha, _ = nested
+    five = "neurovault/collection_5"
+    inside = [f"{five}/collection_metadata.json", f"{five}/image_51_metadata.json"]
+    assert revision.list_files(root, sha, five) == inside
+    assert revision.list_files(root, sha, "") == sorted([
+        ".gitmodules", ".nv-datalad/spec.yaml", *inside,
+        "neurovault/collection_6/image_61_metadata.json"])
+    assert revision.list_files(root, sha, ".nv-datalad") == [".nv-datalad/spec.yaml"]
+
+
+def test_a_listing_of_one_collection_names_its_subdataset_when_not_installed(nested, tmp_path):
+    root, _, _ = nested
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(root), str(clone))
+    with pytest.raises(DatasetError, match=r"subdataset neurovault/collection_5 of .* is not "
+                                           r"installed here"):
+        revision.list_files(clone, None, "neurovault/collection_5")
+
+
+def test_reading_many_skips_what_is_missing_and_goes_on(tiny):
+    good = "neurovault/collection_3/image_31_metadata.json"
+    got = revision.read_json_many(tiny.root, "v1.0.0", ["neurovault/collection_3/gone.json",
+                                                        good])
+    assert list(got) == [good] and got[good]["id"] == 31
+
+
+def test_content_inside_a_subdataset_is_found_by_the_path_it_was_at(tmp_path):
+    root = tmp_path / "super"
+    sub = root / "neurovault/collection_5"
+    sub.mkdir(parents=True)
+    for repo in (root, sub):
+        git(repo, "init", "-q")
+        git(repo, "annex", "init", "-q", "tiny")
+    (sub / "image_51.nii.gz").write_bytes(b"fifty-one")
+    git(sub, "annex", "add", "-q", "image_51.nii.gz")
+    key = git(sub, "annex", "lookupkey", "image_51.nii.gz").strip()
+    path = revision.content_path(root, key, "neurovault/collection_5/image_51.nii.gz")
+    assert path is not None and path.is_absolute() and path.read_bytes() == b"fifty-one"
+    assert revision.content_path(root, key) is None  # the superdataset does not hold it
