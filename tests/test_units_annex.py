@@ -130,6 +130,11 @@ def test_urls_are_registered_in_the_repository_that_holds_each_path(repos, emu):
              (emu.images[c]["file"], f"{SUB}/image_3.nii.gz", None)]
     progress: list[int] = []
     got = Annex(repos.root).addurls(items, on_reply=progress.append)
+    for repo in (repos.root, repos.sub):  # committed to the git-annex branch, which clones see
+        journal = repo / ".git/annex/journal"
+        assert not journal.is_dir() or not any(journal.iterdir())
+    web_log = git(repos.sub, "ls-tree", "-r", "--name-only", "git-annex").split()
+    assert sum(name.endswith(".log.web") for name in web_log) == 2
     assert [(r.path, r.url, r.error) for r in got] == [(p, u, "") for u, p, _ in items]
     assert [r.key for r in got] == [url_key(u, s) for u, _, s in items]
     # counted across the repositories, which answer in either order (1 here, 2 in SUB)

@@ -137,8 +137,12 @@ class Annex:
 
     def _register_once(self, repo: Path, keyed: Sequence[tuple[str, str, str, str]],
                        on_reply: Callable[[int], None] | None = None) -> list[AddResult]:
-        registered = self._errors_by_input(repo, ["registerurl", "--batch"],
-                                           [f"{key} {url}" for url, _, _, key in keyed])
+        # registerurl leaves its log in git-annex's journal; fromkey, which always follows,
+        # commits the journal to the git-annex branch with its own changes: one branch
+        # commit for both (each costs more than the batch itself on a small collection)
+        registered = self._errors_by_input(
+            repo, ["registerurl", "--batch", "-c", "annex.alwayscommit=false"],
+            [f"{key} {url}" for url, _, _, key in keyed])
         linked = self._errors_by_input(
             repo, ["fromkey", "--batch"],
             [f"{key} {inner}" for url, _, inner, key in keyed
