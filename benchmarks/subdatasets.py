@@ -52,7 +52,10 @@ def run(n_images: int, content: str, work: Path, jobs: int) -> dict:
         spec = work / f"scale-{n_images}-{content}.yaml"
         spec.write_text(yaml.safe_dump({
             "name": "nv-scale", "server": emu.url, "max_images": None, "content": content,
-            "subdatasets": "per-collection"}, sort_keys=False))
+            "subdatasets": "per-collection",
+            # every public image, as specs/everything.yaml: the size is the corpus's
+            "collections": {"terms": {}}, "images": {"use_default_terms": False, "terms": {}},
+        }, sort_keys=False))
         ds = work / f"ds-{n_images}-{content}"
         env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1"}
         argv = [*CLI, "build", str(spec), "-d", str(ds), "-J", str(jobs)]
