@@ -409,6 +409,10 @@ def test_truncated_bodies_and_malformed_json_break_clients(emulator):
     assert response.status_code == 200
     with pytest.raises(ValueError):
         response.json()
+    emulator.set_faults(empty_rate=1.0, paths="/media/")
+    empty = requests.get(image["file"], timeout=TIMEOUT)
+    assert empty.status_code == 200 and empty.headers["Content-Length"] == "0"
+    assert empty.content == b"" and emulator.downloads[SAMPLE_IMAGE_ID] == 0
     emulator.set_faults()
     assert requests.get(image["file"], timeout=TIMEOUT).content == emulator.image_bytes(
         SAMPLE_IMAGE_ID

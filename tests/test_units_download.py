@@ -132,6 +132,16 @@ def test_a_cut_off_body_is_retried_the_attempts_asked_for_then_reported(tiny, se
     assert not (tmp_path / "neurovault").exists()
 
 
+def test_an_empty_body_is_retried_then_reported_and_never_kept(tiny, session, tmp_path):
+    ids = sorted(tiny.images)[:2]
+    tiny.set_faults(empty_rate=1.0, paths="/media/")
+    got = fetch_all(session, tmp_path, _wanted(tiny, ids), workers=1, attempts=2)
+    assert tiny.counters["file_get"] == 4
+    assert [f.error for f in got] == ["download failed after 2 attempts: empty body"] * 2
+    assert all(f.path is None for f in got)
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "neurovault").exists()
+
+
 def test_a_stalled_body_times_out_and_is_retried(tiny, session, tmp_path):
     (iid,) = sorted(tiny.images)[:1]
     tiny.set_faults(stall_rate=1.0, stall_seconds=5, paths="/media/")

@@ -22,9 +22,12 @@ class Faults:
     stall_seconds: float = 30.0
     malformed_json_rate: float = 0.0
     paths: tuple[str, ...] | None = None  # path prefixes the faults apply to; None: all
+    #: 200 with an empty body (``Content-Length: 0``): a file store that lost the file
+    empty_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "truncate_rate", "stall_rate", "malformed_json_rate"):
+        for name in ("error_rate", "truncate_rate", "stall_rate", "malformed_json_rate",
+                     "empty_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value!r}")
@@ -55,6 +58,7 @@ class FaultDecision:
     error_status: int | None = None
     malformed: bool = False
     truncate: bool = False
+    empty: bool = False
 
 
 def decide_faults(faults: Faults, rng: random.Random, path: str, reply: Reply) -> FaultDecision:
@@ -67,7 +71,10 @@ def decide_faults(faults: Faults, rng: random.Random, path: str, reply: Reply) -
         return FaultDecision(stall=stall, error_status=rng.choice((500, 502, 503)))
     malformed = reply.is_json and reply.status == 200 and rng.random() < faults.malformed_json_rate
     truncate = not malformed and rng.random() < faults.truncate_rate
-    return FaultDecision(stall=stall, malformed=malformed, truncate=truncate)
+    # drawn only when asked for, so the other faults' sequences stay as they were
+    empty = (faults.empty_rate > 0 and not (malformed or truncate) and reply.status == 200
+             and rng.random() < faults.empty_rate)
+    return FaultDecision(stall=stall, malformed=malformed, truncate=truncate, empty=empty)
 
 
 MAINTENANCE_PAGE = (

@@ -243,13 +243,14 @@ class Emulator:
         stall_seconds: float = 30.0,
         malformed_json_rate: float = 0.0,
         paths: str | Sequence[str] | None = None,
+        empty_rate: float = 0.0,
     ) -> None:
         """Replace the fault settings (all zero: no faults) and re-seed the fault RNG, so the
         same settings and request sequence fail the same requests."""
         prefixes = (paths,) if isinstance(paths, str) else (tuple(paths) if paths else None)
         faults = Faults(
             float(error_rate), float(truncate_rate), float(stall_rate), float(stall_seconds),
-            float(malformed_json_rate), prefixes,
+            float(malformed_json_rate), prefixes, float(empty_rate),
         )  # fmt: skip
         with self._lock:
             self._faults = faults
@@ -353,6 +354,8 @@ class Emulator:
         body = reply.body
         if decision.malformed:
             body = body[: len(body) // 2]
+        elif decision.empty:
+            body = b""
         handler.send_response(reply.status)
         handler.send_header("Content-Type", reply.content_type)
         for name, value in reply.headers.items():
@@ -371,7 +374,7 @@ class Emulator:
             handler.close_connection = True
             return
         handler.wfile.flush()
-        if reply.image_id is not None and not truncate:
+        if reply.image_id is not None and not truncate and body:
             with self._lock:
                 self._downloads[reply.image_id] += 1
 
