@@ -236,10 +236,13 @@ def test_a_staged_refresh_is_restored_not_committed_or_deleted(ds, rel):
     assert (ds / rel).read_text() == before and _head(ds) == head and _clean(ds)
 
 
-def test_a_reformatted_sidecar_with_the_same_values_is_restored(ds):
-    _put(ds, SIDECAR, json.dumps(RECORD))  # compact, same values: nothing to lose
-    assert recover(ds) == Recovery(restored=[SIDECAR])
-    assert (ds / SIDECAR).read_text() == dump_json(RECORD)
+def test_a_sidecar_a_person_reformatted_stops_the_build(ds):
+    """Compact JSON with the same values and without nilearn's keys: not nilearn's rewrite,
+    not our format, so a person's (kept, and the build refuses to start)."""
+    _put(ds, SIDECAR, json.dumps(RECORD))
+    with pytest.raises(DatasetError, match=f"did not make: {SIDECAR};"):
+        recover(ds)
+    assert (ds / SIDECAR).read_text() == json.dumps(RECORD)
 
 
 @pytest.mark.parametrize("staged", [False, True])

@@ -94,15 +94,14 @@ def _without_nilearn_keys(data: object) -> object:
 
 def _is_nilearn_rewrite(root: Path, rel: str) -> bool:
     """nilearn's offline reader writes a sidecar back as compact JSON with ``relative_path``
-    keys (the paths of that machine). Same values otherwise (a mere reformatting included):
-    restoring ours loses nothing."""
+    keys (the paths of that machine). Same content otherwise: not a change of ours."""
     try:
         now = json.loads((root / rel).read_text(encoding="utf-8"))
         repo, inner = owner(root, rel)
         before = json.loads(git(repo, "show", f"HEAD:{inner}"))
     except (OSError, ValueError, AnnexError):  # unreadable or not in HEAD: not nilearn's
         return False
-    return _without_nilearn_keys(now) == _without_nilearn_keys(before)
+    return now != before and _without_nilearn_keys(now) == _without_nilearn_keys(before)
 
 
 def _written_by_us(root: Path, rel: str) -> bool:
