@@ -129,7 +129,8 @@ def test_urls_are_registered_in_the_repository_that_holds_each_path(repos, emu):
              (emu.images[b]["file"], f"{SUB}/image_2.nii.gz", len(emu.image_bytes(b))),
              (emu.images[c]["file"], f"{SUB}/image_3.nii.gz", None)]
     progress: list[int] = []
-    got = Annex(repos.root).addurls(items, on_reply=progress.append)
+    fields = {f"{SUB}/image_2.nii.gz": {"map_type": "T map", "modality": None}}
+    got = Annex(repos.root).addurls(items, on_reply=progress.append, metadata=fields)
     for repo in (repos.root, repos.sub):  # committed to the git-annex branch, which clones see
         journal = repo / ".git/annex/journal"
         assert not journal.is_dir() or not any(journal.iterdir())
@@ -137,6 +138,9 @@ def test_urls_are_registered_in_the_repository_that_holds_each_path(repos, emu):
     assert sum(name.endswith(".log.web") for name in web_log) == 2
     assert [(r.path, r.url, r.error) for r in got] == [(p, u, "") for u, p, _ in items]
     assert [r.key for r in got] == [url_key(u, s) for u, _, s in items]
+    assert [r.metadata_error for r in got] == ["", "", ""]
+    assert annex(repos.sub, "metadata", "--get", "map_type", "image_2.nii.gz").strip() == "T map"
+    assert annex(repos.sub, "metadata", "--get", "map_type", "image_3.nii.gz").strip() == ""
     # counted across the repositories, which answer in either order (1 here, 2 in SUB)
     assert progress[-1] == 3 and progress == sorted(set(progress))  # strictly increasing
     assert progress[0] in (1, 2)

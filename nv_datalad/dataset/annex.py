@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 WEB_UUID = "00000000-0000-0000-0000-000000000001"
 _KEY_SAFE = frozenset(string.ascii_letters + string.digits + ".-_/%:")
 _KEY_NAME_MAX = 64  # bytes: a SHA256 checksum's length
+#: a batch whose changes the next command in the repository commits to the git-annex branch
+NO_COMMIT = ("-c", "annex.alwayscommit=false")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class AddResult:
     url: str
     key: str | None
     error: str = ""
+    #: registered, but its annex metadata was not set (a warning, not a failure)
+    metadata_error: str = ""
 
     @property
     def ok(self) -> bool:
@@ -93,13 +97,16 @@ class Annex:
     def addurls(
         self, items: Sequence[tuple[str, str, int | None]],
         on_reply: Callable[[int], None] | None = None,
+        metadata: Mapping[str, Mapping[str, object]] | None = None,
     ) -> list[AddResult]:
-        """Register ``(url, relpath, size)`` triples without sending a request.
+        """Register ``(url, relpath, size)`` triples without sending a request, and set the
+        annex ``metadata`` given per relpath.
 
         ``addurl --fast`` sends a HEAD and a GET per file to learn what the API already says;
         here the key is made from the URL and the API's size (:func:`url_key`, the key addurl
-        would make), its URL recorded with ``registerurl`` and the file pointed at it with
-        ``fromkey``: one batch process each. Builds that download use
+        would make), its URL recorded with ``registerurl``, its metadata set by key, and the
+        file pointed at it with ``fromkey``: one batch process each, and one commit to the
+        git-annex branch (fromkey's, last). Builds that download use
         :mod:`nv_datalad.neurovault.download` instead.
         """
         if not items:
@@ -115,7 +122,8 @@ class Annex:
 
         def one(repo: Path, paths: list[tuple[str, str]]) -> list[AddResult]:
             keyed = [(sizes[rel][0], rel, inner, url_key(*sizes[rel])) for rel, inner in paths]
-            results = self._register_once(repo, keyed, on_reply if lone else None)
+            results = self._register_once(repo, keyed, metadata or {},
+                                          on_reply if lone else None)
             failed = {r.path for r in results if not r.ok}
             if failed:
                 # One more try for what failed: a file or index entry left by a killed run is
@@ -123,7 +131,7 @@ class Annex:
                 for path in failed:
                     discard(self.root, path)
                 again = {r.path: r for r in self._register_once(
-                    repo, [k for k in keyed if k[1] in failed])}
+                    repo, [k for k in keyed if k[1] in failed], metadata or {})}
                 results = [again.get(r.path, r) for r in results]
             with lock:
                 finished[0] += len(keyed)
@@ -136,21 +144,27 @@ class Annex:
         return [done[path] for _, path, _ in items]
 
     def _register_once(self, repo: Path, keyed: Sequence[tuple[str, str, str, str]],
+                       metadata: Mapping[str, Mapping[str, object]],
                        on_reply: Callable[[int], None] | None = None) -> list[AddResult]:
-        # registerurl leaves its log in git-annex's journal; fromkey, which always follows,
-        # commits the journal to the git-annex branch with its own changes: one branch
-        # commit for both (each costs more than the batch itself on a small collection)
-        registered = self._errors_by_input(
-            repo, ["registerurl", "--batch", "-c", "annex.alwayscommit=false"],
-            [f"{key} {url}" for url, _, _, key in keyed])
+        # registerurl and metadata leave their logs in git-annex's journal; fromkey, which
+        # always follows in the same repository, commits the journal to the git-annex branch
+        # with its own changes: one branch commit for all three (on a small collection each
+        # commit costs more than the batch itself)
+        registered = self._errors_by_input(repo, ["registerurl", "--batch", *NO_COMMIT],
+                                           [f"{key} {url}" for url, _, _, key in keyed])
+        ok = [k for k in keyed if not registered[f"{k[3]} {k[0]}"]]
+        described = {path: metadata_line(metadata[path], key=key)
+                     for _, path, _, key in ok if path in metadata}
+        unset = self._errors_by_input(repo, ["metadata", "--batch", *NO_COMMIT],
+                                      list(described.values()))
         linked = self._errors_by_input(
-            repo, ["fromkey", "--batch"],
-            [f"{key} {inner}" for url, _, inner, key in keyed
-             if not registered[f"{key} {url}"]], on_reply)
+            repo, ["fromkey", "--batch"], [f"{key} {inner}" for _, _, inner, key in ok],
+            on_reply)
         out = []
         for url, path, inner, key in keyed:
             error = registered[f"{key} {url}"] or linked[f"{key} {inner}"]
-            out.append(AddResult(path, url, None if error else key, error))
+            out.append(AddResult(path, url, None if error else key, error,
+                                 unset.get(described.get(path, ""), "")))
         return out
 
     def _errors_by_input(self, repo: Path, args: list[str], lines: Sequence[str],

@@ -167,15 +167,15 @@ def _register(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], actio
     }
     placed = []
     triples = [(url, rel, _file_size(item.record or {})) for rel, (item, url) in by_path.items()]
-    for res in ctx.annex.addurls(triples, on_reply=on_reply):
+    fields = {rel: annex_fields(item.record or {}) for rel, (item, _) in by_path.items()}
+    for res in ctx.annex.addurls(triples, on_reply=on_reply, metadata=fields):
         item, url = by_path[res.path]
         if res.ok:
             placed.append(Placed(item, res.path, url, res.key or ""))
+            if res.metadata_error:
+                log.warning("%s: annex metadata not set: %s", res.path, res.metadata_error)
         else:
             failures.append(failure(action, item, f"image {item.image_id}: {res.error} ({url})"))
-    errors = ctx.annex.set_metadata([(p.path, annex_fields(p.item.record or {})) for p in placed])
-    for path, err in errors.items():
-        log.warning("%s: annex metadata not set: %s", path, err)
     return placed
 
 
