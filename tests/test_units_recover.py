@@ -184,7 +184,7 @@ def test_a_new_file_that_is_not_ours_stops_the_build_and_nothing_is_touched(ds):
     assert (ds / NEW).exists() and git(ds, "ls-files", "--", NEW).strip() == NEW
 
 
-@pytest.mark.parametrize("n", [5, 11])
+@pytest.mark.parametrize("n", [5, 6, 11])
 def test_the_refusal_names_five_paths_and_counts_the_rest(ds, n):
     names = [f"notes/{i:02d}.txt" for i in range(n)]
     for rel in names:
