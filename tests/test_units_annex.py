@@ -63,6 +63,12 @@ def emu():
         yield e
 
 
+def _journal_empty(repo: Path) -> bool:
+    """Nothing of git-annex's waits outside the git-annex branch (a clone would miss it)."""
+    journal = repo / ".git/annex/journal"
+    return not journal.is_dir() or not any(journal.iterdir())
+
+
 def _web_urls(repo: Path, rel: str) -> list[str]:
     """The web URLs git-annex knows for ``rel`` (whereis exits 1 when no copy is known)."""
     out = subprocess.run(["git", "-C", str(repo), "annex", "whereis", "--json", rel],
@@ -131,9 +137,7 @@ def test_urls_are_registered_in_the_repository_that_holds_each_path(repos, emu):
     progress: list[int] = []
     fields = {f"{SUB}/image_2.nii.gz": {"map_type": "T map", "modality": None}}
     got = Annex(repos.root).addurls(items, on_reply=progress.append, metadata=fields)
-    for repo in (repos.root, repos.sub):  # committed to the git-annex branch, which clones see
-        journal = repo / ".git/annex/journal"
-        assert not journal.is_dir() or not any(journal.iterdir())
+    assert _journal_empty(repos.root) and _journal_empty(repos.sub)
     web_log = git(repos.sub, "ls-tree", "-r", "--name-only", "git-annex").split()
     assert sum(name.endswith(".log.web") for name in web_log) == 2
     assert [(r.path, r.url, r.error) for r in got] == [(p, u, "") for u, p, _ in items]
@@ -297,6 +301,24 @@ def test_batches_answer_from_the_repository_of_each_path_and_close(repos):
     assert sub["success"] and sub["file"] == "b.nii"
     assert sub["key"] == annex(repos.sub, "lookupkey", "b.nii").strip()
     assert meta["success"] and _fields(repos.sub, "b.nii") == {"id": ["5"]}
+    assert _journal_empty(repos.root) and _journal_empty(repos.sub)
+
+
+def test_only_add_commits_and_it_exits_after_the_others(repos):
+    """registerurl and metadata leave their logs in the journal; add, closed last, commits
+    them with its own: what a clone sees is on the git-annex branch."""
+    (repos.sub / "c.nii").write_bytes(b"committed once")
+    url = "http://127.0.0.1:9/c.nii"
+    before = git(repos.sub, "rev-list", "--count", "git-annex").strip()
+    with Annex(repos.root).batches() as batches:
+        key = batches.ask("add", f"{SUB}/c.nii")["key"]
+        batches.send("registerurl", f"{SUB}/c.nii", f"{key} {url}", tag="0")
+        batches.send("metadata", f"{SUB}/c.nii", metadata_line({"id": 7}, key=key), tag="0")
+    assert batches.failed == [] and _journal_empty(repos.sub)
+    assert int(git(repos.sub, "rev-list", "--count", "git-annex")) == int(before) + 1
+    branch = git(repos.sub, "ls-tree", "-r", "--name-only", "git-annex").split()
+    assert any(n.endswith(".log.web") for n in branch)
+    assert any(n.endswith(".log.met") for n in branch)
 
 
 def test_batches_keep_at_most_their_limit_of_processes_open(repos):
@@ -312,6 +334,8 @@ def test_batches_keep_at_most_their_limit_of_processes_open(repos):
     finally:
         batches.close()
     assert batches._open == {}
+    # metadata outlived its repository's add: closing commits its log all the same
+    assert _journal_empty(repos.sub) and _fields(repos.sub, "l.nii") == {"a": ["1"]}
 
 
 def test_loopback_servers_are_allowed_once_and_other_settings_kept(tmp_path):

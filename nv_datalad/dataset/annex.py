@@ -258,7 +258,17 @@ class Annex:
 
 class Batches:
     """Long-lived batch processes, one per (repository, command), each started when first
-    asked: a build that writes into many subdatasets keeps at most ``limit`` of them open."""
+    asked: a build that writes into many subdatasets keeps at most ``limit`` of them open.
+
+    Only ``committer`` (``add``, which every file goes through first) commits git-annex's
+    journal to the git-annex branch when it exits; the others leave their logs in the journal
+    (a branch commit per process was most of what a small collection cost). So a
+    repository's committer always exits last, after the others have written everything; a
+    repository left with logs and no committer to exit after them gets ``git annex merge``,
+    which commits the journal, when the batches close.
+    """
+
+    committer = "add"
 
     def __init__(self, root: Path, timeout: float, limit: int = 24):
         self.root = root
@@ -266,6 +276,7 @@ class Batches:
         self.limit = limit
         self._open: dict[tuple[Path, str], BatchProcess] = {}
         self._tags: dict[tuple[Path, str], list[str]] = {}
+        self._uncommitted: set[Path] = set()
         #: (command, tag, error) of every sent line that failed, once its process closed
         self.failed: list[tuple[str, str, str]] = []
 
@@ -274,10 +285,16 @@ class Batches:
         proc = self._open.pop((repo, command), None)
         if proc is None:
             while len(self._open) >= self.limit:
-                self._retire(next(iter(self._open)))
-            proc = BatchProcess(repo, [command], timeout=self.timeout)
+                self._retire_repository(next(iter(self._open))[0])
+            args = [command] if command == self.committer else [command, *NO_COMMIT]
+            proc = BatchProcess(repo, args, timeout=self.timeout)
         self._open[(repo, command)] = proc  # most recently used last
         return proc, inner, (repo, command)
+
+    def _retire_repository(self, repo: Path) -> None:
+        slots = [slot for slot in self._open if slot[0] == repo]
+        for slot in sorted(slots, key=lambda slot: slot[1] == self.committer):
+            self._retire(slot)
 
     def ask(self, command: str, path: str, line: str | None = None) -> dict:
         """Ask the ``command --batch`` of the repository holding ``path``; the input line is
@@ -299,13 +316,24 @@ class Batches:
             if not reply.get("success"):
                 self.failed.append((slot[1], tag, reply_error(reply)))
         proc.close()
+        repo, command = slot
+        if command == self.committer:
+            self._uncommitted.discard(repo)  # its exit committed what the others wrote
+        elif (repo, self.committer) not in self._open:
+            self._uncommitted.add(repo)
 
     def close(self) -> None:
-        """Each process flushes on exit (up to a second for ``add``): let them all at once."""
-        for proc in self._open.values():
-            proc.end_input()
-        while self._open:
-            self._retire(next(iter(self._open)))
+        """Each process flushes on exit (up to a second for ``add``): let them all at once,
+        the committers once the others are gone."""
+        for last in (False, True):
+            slots = [slot for slot in self._open if (slot[1] == self.committer) is last]
+            for slot in slots:
+                self._open[slot].end_input()
+            for slot in slots:
+                self._retire(slot)
+        for repo in sorted(self._uncommitted):
+            annex(repo, "merge", "-q")
+        self._uncommitted.clear()
 
     def __enter__(self) -> Batches:
         return self
