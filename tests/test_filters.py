@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from nilearn.datasets.neurovault import (
@@ -568,3 +569,27 @@ def test_predicates_pickle_and_keep_their_verdicts():
     assert clone(rec) and predicate(rec)
     assert not clone({**rec, "number_of_subjects": 9})
     assert clone_where(rec) and not clone_where({"modality": "PET FDG"})
+
+
+def test_combinators_read_from_a_spec_file_keep_their_meaning():
+    """Keys parsed from YAML are new strings, not this file's interned literals: each
+    combinator must be told apart by value."""
+    both = yaml.safe_load("all: [{gt: 1}, {lt: 5}]")
+    either = yaml.safe_load("any: [{lt: 1}, {gt: 5}]")
+    assert [compile_condition(both)(v) for v in (3, 7)] == [True, False]
+    assert [compile_condition(either)(v) for v in (3, 7)] == [False, True]
+    where_all = compile_where(yaml.safe_load("all: [{a: 1}, {b: 2}]"))
+    where_any = compile_where(yaml.safe_load("any: [{a: 1}, {b: 2}]"))
+    assert where_all({"a": 1, "b": 2}) and not where_all({"a": 1, "b": 3})
+    assert where_any({"a": 1, "b": 3}) and not where_any({"a": 0, "b": 3})
+
+
+def test_flags_may_come_before_their_pattern():
+    check = compile_condition(yaml.safe_load("{flags: i, pattern: '^motor'}"))
+    assert check("Motor task") and not check("a motor task")
+
+
+@pytest.mark.parametrize("operand", [1, "true", False])
+def test_null_operators_take_exactly_true(operand):
+    with pytest.raises(FilterError, match="operator 'not_null' takes only true"):
+        compile_condition({"not_null": operand})
