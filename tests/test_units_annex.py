@@ -9,6 +9,7 @@ These tests also serve ``tools/mutation.py annex`` (each mutant runs only this f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from dataclasses import dataclass
@@ -304,27 +305,34 @@ def test_batches_answer_from_the_repository_of_each_path_and_close(repos):
     assert _journal_empty(repos.root) and _journal_empty(repos.sub)
 
 
-def test_only_add_commits_and_it_exits_after_the_others(repos):
+def _merges(caplog) -> int:
+    """How many ``git annex merge`` (the fallback commit of the journal) the runner started."""
+    return sum("git annex merge" in m for m in caplog.messages)
+
+
+def test_only_add_commits_and_it_exits_after_the_others(repos, caplog):
     """registerurl and metadata leave their logs in the journal; add, closed last, commits
     them with its own: what a clone sees is on the git-annex branch."""
     (repos.sub / "c.nii").write_bytes(b"committed once")
     url = "http://127.0.0.1:9/c.nii"
     before = git(repos.sub, "rev-list", "--count", "git-annex").strip()
-    with Annex(repos.root).batches() as batches:
+    with caplog.at_level(logging.DEBUG, logger="nv_datalad.dataset.runner"), \
+            Annex(repos.root).batches() as batches:
         key = batches.ask("add", f"{SUB}/c.nii")["key"]
         batches.send("registerurl", f"{SUB}/c.nii", f"{key} {url}", tag="0")
         batches.send("metadata", f"{SUB}/c.nii", metadata_line({"id": 7}, key=key), tag="0")
-    assert batches.failed == [] and _journal_empty(repos.sub)
+    assert batches.failed == [] and _journal_empty(repos.sub) and _merges(caplog) == 0
     assert int(git(repos.sub, "rev-list", "--count", "git-annex")) == int(before) + 1
     branch = git(repos.sub, "ls-tree", "-r", "--name-only", "git-annex").split()
     assert any(n.endswith(".log.web") for n in branch)
     assert any(n.endswith(".log.met") for n in branch)
 
 
-def test_batches_keep_at_most_their_limit_of_processes_open(repos):
+def test_batches_keep_at_most_their_limit_of_processes_open(repos, caplog):
     for repo, inner in ((repos.root, "neurovault/collection_1/l.nii"), (repos.sub, "l.nii")):
         (repo / inner).write_bytes(f"limit {inner}".encode())
     batches = Batches(repos.root, 60.0, limit=1)
+    caplog.set_level(logging.DEBUG, logger="nv_datalad.dataset.runner")
     try:
         batches.ask("add", "neurovault/collection_1/l.nii")
         key = batches.ask("add", f"{SUB}/l.nii")["key"]
@@ -335,7 +343,65 @@ def test_batches_keep_at_most_their_limit_of_processes_open(repos):
         batches.close()
     assert batches._open == {}
     # metadata outlived its repository's add: closing commits its log all the same
+    assert _merges(caplog) == 1
     assert _journal_empty(repos.sub) and _fields(repos.sub, "l.nii") == {"a": ["1"]}
+
+
+def test_an_add_opened_again_commits_what_an_evicted_process_left(repos, caplog):
+    for name in ("r1.nii", "r2.nii"):
+        (repos.sub / name).write_bytes(f"again {name}".encode())
+    batches = Batches(repos.root, 60.0, limit=1)
+    with caplog.at_level(logging.DEBUG, logger="nv_datalad.dataset.runner"):
+        try:
+            key = batches.ask("add", f"{SUB}/r1.nii")["key"]
+            batches.send("metadata", f"{SUB}/r1.nii", metadata_line({"b": 2}, key=key), tag="1")
+            batches.ask("add", f"{SUB}/r2.nii")  # evicts metadata, whose log add then commits
+        finally:
+            batches.close()
+    assert _merges(caplog) == 0 and _journal_empty(repos.sub)
+    assert _fields(repos.sub, "r1.nii") == {"b": ["2"]}
+
+
+def test_an_evicted_repository_closes_its_add_last(repos, caplog):
+    (repos.sub / "e.nii").write_bytes(b"evicted")
+    (repos.root / "neurovault/collection_1/e.nii").write_bytes(b"evictor")
+    batches = Batches(repos.root, 60.0, limit=3)
+    with caplog.at_level(logging.DEBUG, logger="nv_datalad.dataset.runner"):
+        try:
+            key = batches.ask("add", f"{SUB}/e.nii")["key"]
+            batches.send("registerurl", f"{SUB}/e.nii", f"{key} http://127.0.0.1:9/e", tag="e")
+            batches.send("metadata", f"{SUB}/e.nii", metadata_line({"c": 3}, key=key), tag="e")
+            batches.ask("add", "neurovault/collection_1/e.nii")  # all three of SUB go
+            assert list(batches._open) == [(repos.root, "add")]
+        finally:
+            batches.close()
+    assert _merges(caplog) == 0 and _journal_empty(repos.sub)
+    assert _fields(repos.sub, "e.nii") == {"c": ["3"]} and _web_urls(repos.sub, "e.nii") == [
+        "http://127.0.0.1:9/e"]
+
+
+def test_a_sent_line_that_fails_is_reported_with_its_command_and_tag(repos):
+    with Annex(repos.root).batches() as batches:
+        batches.send("metadata", f"{SUB}/x.nii", metadata_line({"d": 4}, file="absent.nii"),
+                     tag="42")
+    assert [(command, tag) for command, tag, _ in batches.failed] == [("metadata", "42")]
+    assert batches.failed[0][2]  # git-annex's reason
+
+
+def test_progress_in_one_repository_counts_every_file(repos):
+    items = [(f"http://127.0.0.1:9/p{n}.nii.gz", f"neurovault/collection_1/p{n}.nii.gz", None)
+             for n in range(3)]  # registering sends no request
+    progress: list[int] = []
+    Annex(repos.root).addurls(items, on_reply=progress.append)
+    assert progress == [1, 2, 3]
+
+
+def test_a_registered_file_without_content_is_discarded_too(repos):
+    rel = "neurovault/collection_1/dangling.nii.gz"
+    (got,) = Annex(repos.root).addurls([("http://127.0.0.1:9/dangling.nii.gz", rel, None)])
+    assert got.ok and os.path.islink(repos.root / rel) and not (repos.root / rel).exists()
+    discard(repos.root, rel)
+    assert not os.path.lexists(repos.root / rel) and git(repos.root, "ls-files", "--", rel) == ""
 
 
 def test_loopback_servers_are_allowed_once_and_other_settings_kept(tmp_path):
