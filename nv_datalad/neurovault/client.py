@@ -37,6 +37,9 @@ class ClientConfig:
 
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    #: between two reads of an image's body (a large file from a busy server pauses longer
+    #: than a JSON page does)
+    file_read_timeout: float = 60.0
     retries: int = 5
     backoff: float = 0.5
     page_size: int = 1000  # the server's max_limit; fewer round trips than nilearn's 100

@@ -27,6 +27,7 @@ import requests
 import urllib3
 
 from nv_datalad.dataset import layout
+from nv_datalad.neurovault.client import ClientConfig
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def fetch_all(
     wanted: Sequence[Wanted],
     *,
     workers: int = 4,
-    timeout: tuple[float, float] = (10.0, 60.0),
+    timeout: tuple[float, float] | None = None,
     attempts: int = 3,
     max_consecutive_fails: int = 20,
     on_result: Callable[[int, Fetched], None] | None = None,
@@ -145,6 +146,8 @@ def fetch_all(
     and cancels the queued ones, so the caller can commit what landed within seconds. A full
     disk stops everything too: it raises :class:`DiskFull` after the running downloads end.
     """
+    if timeout is None:  # the client's defaults, so one place says how long to wait
+        timeout = (ClientConfig.connect_timeout, ClientConfig.file_read_timeout)
     (root / layout.DOWNLOAD_TMP).mkdir(parents=True, exist_ok=True)
     breaker = _Breaker(max_consecutive_fails)
     stop = threading.Event()
