@@ -70,6 +70,16 @@ def _clean(root: Path) -> bool:
     return git(root, "status", "--porcelain", "--untracked-files=all") == ""
 
 
+def _committed_subdataset(ds: Path, cid: int) -> tuple[str, Path]:
+    """Collection ``cid`` as a subdataset registered and committed in ``ds``."""
+    rel = nesting.subdataset_dir(cid)
+    create(ds / rel)
+    nesting.register(ds, [rel])
+    git(ds, *nesting.QUIET_ADD, "add", "--", nesting.GITMODULES, rel)
+    git(ds, "commit", "-q", "-m", "subdataset")
+    return rel, ds / rel
+
+
 def _new_image(root: Path, *, sidecar: str | None, stage_sidecar: bool = False) -> None:
     """image_11 annexed (``git annex add``: staged), and its sidecar as given."""
     _put(root, NEW, b"\x1f\x8beleven")
@@ -363,12 +373,7 @@ def test_a_deleted_sidecar_or_new_words_file_is_judged_by_its_kind(ds):
 
 
 def test_a_finished_import_inside_a_journaled_subdataset_is_committed_there(ds):
-    sub_rel = nesting.subdataset_dir(2)
-    sub = ds / sub_rel
-    create(sub)
-    nesting.register(ds, [sub_rel])
-    git(ds, *nesting.QUIET_ADD, "add", "--", nesting.GITMODULES, sub_rel)
-    git(ds, "commit", "-q", "-m", "subdataset")
+    sub_rel, sub = _committed_subdataset(ds, 2)
     _put(ds, nesting.JOURNAL, "2\n")
     _put(sub, "image_21.nii.gz", b"\x1f\x8bsub")
     annex(sub, "add", "-q", "image_21.nii.gz")
@@ -383,11 +388,7 @@ def test_a_finished_import_inside_a_journaled_subdataset_is_committed_there(ds):
 
 
 def test_a_subdataset_not_journaled_is_not_looked_into(ds):
-    sub_rel = nesting.subdataset_dir(3)
-    create(ds / sub_rel)
-    nesting.register(ds, [sub_rel])
-    git(ds, *nesting.QUIET_ADD, "add", "--", nesting.GITMODULES, sub_rel)
-    git(ds, "commit", "-q", "-m", "subdataset")
+    sub_rel, _ = _committed_subdataset(ds, 3)
     _put(ds / sub_rel, "notes.txt", "a person's, in a subdataset no build opened")
     assert recover(ds) == Recovery()
     assert (ds / sub_rel / "notes.txt").is_file()
@@ -409,12 +410,7 @@ def test_a_new_subdataset_a_build_made_is_registered_and_committed(ds, registere
 
 
 def test_a_journaled_subdataset_with_a_stale_lock_or_none_at_all_is_recovered(ds):
-    sub_rel = nesting.subdataset_dir(5)
-    sub = ds / sub_rel
-    create(sub)
-    nesting.register(ds, [sub_rel])
-    git(ds, *nesting.QUIET_ADD, "add", "--", nesting.GITMODULES, sub_rel)
-    git(ds, "commit", "-q", "-m", "subdataset")
+    sub_rel, sub = _committed_subdataset(ds, 5)
     # 3 and 6: journaled, killed before their folders were made (3 sorts before 5)
     _put(ds, nesting.JOURNAL, "3\n5\n6\n")
     _put(sub, ".git/index.lock", "")  # the killed build's git held it
