@@ -126,3 +126,31 @@ def test_unreachable_server_exits_2_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "cannot reach the server" in err and f"127.0.0.1:{port}" in err
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("argv, module", [
+    (["build", "spec.yaml", "--dry-run"], "nv_datalad.consumers.nimare"),
+    (["cite", "-d", "ds"], "nv_datalad.consumers.report"),
+    (["--help"], "nv_datalad.emulator.cli"),
+])
+def test_a_command_does_not_load_what_other_commands_need(argv, module):
+    """Every command pays only for its own arguments: defining NiMARE's, the report's or the
+    emulator's options imports their modules (~0.3 s at every start)."""
+    code = ("import sys, contextlib, io; from nv_datalad import cli\n"
+            f"argv = {argv!r}\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    cli.make_parser(cli._wanted(argv)).parse_args(argv)\n"
+            f"print({module!r} in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_each_command_still_parses_its_own_options(capsys):
+    from nv_datalad.cli import _wanted, make_parser
+
+    argv = ["export", "nimare", "-o", "out.json", "--format", "nimads", "--where", "id>=1"]
+    args = make_parser(_wanted(argv)).parse_args(argv)
+    assert (args.output, args.format, args.where) == ("out.json", "nimads", ["id>=1"])
+    argv = ["report", "-o", "r.html", "--get"]
+    assert make_parser(_wanted(argv)).parse_args(argv).get is True
