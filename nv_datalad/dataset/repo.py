@@ -163,8 +163,9 @@ def commit(root: Path, message: str, paths: Sequence[str] = (".",)) -> bool:
     the cost of one git-annex process per commit: per subdataset and checkpoint, that was a
     sixth of what a new collection subdataset costs.
     """
-    git(root, *TEXT_ONLY_ADD, "add", "-A", "--", *paths, *(f":(exclude){pattern}"
-                                                          for pattern in ANNEXED))
+    if paths:  # none: commit what is staged (a pathspec of excludes alone means everything)
+        git(root, *TEXT_ONLY_ADD, "add", "-A", "--", *paths,
+            *(f":(exclude){pattern}" for pattern in ANNEXED))
     if not git(root, "diff", "--cached", "--name-only").strip():
         return False
     git(root, "commit", "-q", "--no-verify", "-m", message)
