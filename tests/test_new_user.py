@@ -100,13 +100,21 @@ def test_an_image_that_stops_matching_keeps_current_metadata(emulator, tmp_path)
     assert "\tT map\t" in row
 
 
-def test_an_empty_selection_writes_nothing(emulator, tmp_path):
-    """Finding 10: a spec that selects nothing is an error (exit 2), not an empty v1.0.0."""
+@pytest.mark.parametrize("target", ["missing", "empty directory"])
+def test_an_empty_selection_writes_nothing(emulator, tmp_path, target):
+    """Finding 10: a spec that selects nothing is an error (exit 2), not an empty v1.0.0.
+    The dataset is made while the crawl runs; what was made goes again, and a directory the
+    user made stays, empty."""
     spec = write_spec(tmp_path, emulator.url, images={"terms": {"map_type": "no such type"}})
+    if target == "empty directory":
+        (tmp_path / "ds").mkdir()
     proc = _run("build", spec, "-d", tmp_path / "ds")
     assert proc.returncode == 2
     assert "selects no image" in proc.stderr and "--dry-run" in proc.stderr
-    assert not (tmp_path / "ds").exists()
+    if target == "missing":
+        assert not (tmp_path / "ds").exists()
+    else:
+        assert list((tmp_path / "ds").iterdir()) == []
 
 
 @pytest.mark.parametrize("args", [["-J", "0"], ["-J", "-3"], ["-J", "10000"],

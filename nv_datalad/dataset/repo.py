@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from nv_datalad.dataset import layout
@@ -67,6 +69,32 @@ def create(root: Path, *, description: str = "") -> None:
         # git-annex's default description is user@host:/path: a machine-local path in the
         # git-annex branch of a dataset meant for others. Name the dataset's copy instead.
         annex(root, "init", "-q", " ".join((description or "nv-datalad build").split())[:200])
+
+
+@contextlib.contextmanager
+def creating(root: Path, *, description: str = "", made_dir: bool) -> Iterator[None]:
+    """Create a new dataset while the body runs (the crawl: ~0.3 s of git and git-annex
+    start-up that would otherwise come after it); if the body fails, remove what was made,
+    so a build that stops before its first import leaves nothing behind.
+
+    ``made_dir``: the build made ``root`` (remove it), else it was an empty directory or what
+    a creation of ours cut short left (remove only that).
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="create") as pool:
+        made = pool.submit(create, root, description=description)
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                made.result()
+            if made_dir:
+                shutil.rmtree(root, ignore_errors=True)
+            else:
+                for name in (".git", ".datalad"):
+                    shutil.rmtree(root / name, ignore_errors=True)
+                (root / ".gitattributes").unlink(missing_ok=True)
+            raise
+        made.result()
 
 
 def _init_dataset(root: Path) -> None:

@@ -67,19 +67,24 @@ def build(
         ctx = BuildContext(spec, root, base_url, client,
                            Annex(root, stall_timeout=stall_timeout, workers=jobs), tree, jobs,
                            max(1, checkpoint), recheck, progress)
-        if dry_run or not exists:
-            first = plan_images(ctx, local_images(root) if exists else {}, settle=False)
-            if dry_run:
-                return BuildReport(root, first[1], first[2], dry_run=True,
-                                   version=_would_tag(ctx, first[1]),
-                                   subdatasets=_subdatasets(ctx, first[1], prune))
-            if not first[1].items:
-                raise NvDataladError(
-                    f"the spec selects no image on {base_url}; nothing was written (check its "
-                    "filters with `nv-datalad build SPEC --dry-run`)")
+        if dry_run:
+            _, plan, problems = plan_images(ctx, local_images(root) if exists else {},
+                                            settle=False)
+            return BuildReport(root, plan, problems, dry_run=True,
+                               version=_would_tag(ctx, plan),
+                               subdatasets=_subdatasets(ctx, plan, prune))
+        made_dir = not root.exists()
         with repo.locked(root):
-            repo.create(root, description=spec.description)
-            return _run(ctx, prune=prune, planned=None if exists else first)
+            if exists:
+                repo.create(root, description=spec.description)  # finishes a cut-short one
+                return _run(ctx, prune=prune, planned=None)
+            with repo.creating(root, description=spec.description, made_dir=made_dir):
+                first = plan_images(ctx, {}, settle=False)
+                if not first[1].items:
+                    raise NvDataladError(
+                        f"the spec selects no image on {base_url}; nothing was written (check "
+                        "its filters with `nv-datalad build SPEC --dry-run`)")
+            return _run(ctx, prune=prune, planned=first)
 
 
 def nested_for(root: Path, spec: Spec, exists: bool) -> bool:
@@ -149,7 +154,8 @@ def _run(ctx: BuildContext, *, prune: bool,
          planned: tuple[Selection, Plan, list] | None) -> BuildReport:
     root = ctx.root
     start_head = repo.head(root)
-    recover.recover(root)
+    if planned is None:  # a dataset made just now has nothing an earlier build left
+        recover.recover(root)
     if ctx.client is not None:
         ctx.allow_loopback([ctx.base_url])
     spec_file = root / layout.SPEC_FILE
