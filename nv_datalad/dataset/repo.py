@@ -74,8 +74,8 @@ def create(root: Path, *, description: str = "") -> None:
 @contextlib.contextmanager
 def creating(root: Path, *, description: str = "", made_dir: bool) -> Iterator[None]:
     """Create a new dataset while the body runs (the crawl: ~0.3 s of git and git-annex
-    start-up that would otherwise come after it); if the body fails, remove what was made,
-    so a build that stops before its first import leaves nothing behind.
+    start-up that would otherwise come after it); if the body or the creation fails, remove
+    what was made, so a build that stops before its first import leaves nothing behind.
 
     ``made_dir``: the build made ``root`` (remove it), else it was an empty directory or what
     a creation of ours cut short left (remove only that).
@@ -84,6 +84,7 @@ def creating(root: Path, *, description: str = "", made_dir: bool) -> Iterator[N
         made = pool.submit(create, root, description=description)
         try:
             yield
+            made.result()
         except BaseException:
             with contextlib.suppress(Exception):
                 made.result()
@@ -94,7 +95,6 @@ def creating(root: Path, *, description: str = "", made_dir: bool) -> Iterator[N
                     shutil.rmtree(root / name, ignore_errors=True)
                 (root / ".gitattributes").unlink(missing_ok=True)
             raise
-        made.result()
 
 
 def _init_dataset(root: Path) -> None:
