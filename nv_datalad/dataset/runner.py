@@ -91,6 +91,10 @@ def _popen(args: Sequence[str], cwd: Path | None, *, stdin: int | None) -> subpr
         raise EnvironmentProblem(f"{args[0]} is not on PATH; {hint}") from exc
 
 
+#: How git ("write error. Out of diskspace") and the OS say the disk is full.
+NO_SPACE = ("No space left on device", "Out of diskspace")
+
+
 def run(args: Sequence[str], cwd: Path | str | None = None, *, input: bytes | str | None = None,
         check: bool = True, stall: float = DEFAULT_STALL) -> Completed:
     """Run one command to its end; kill it when it prints nothing for ``stall`` seconds.
@@ -146,7 +150,7 @@ def run(args: Sequence[str], cwd: Path | str | None = None, *, input: bytes | st
     if stalled:
         raise AnnexError(f"{name} stalled: no output for {stall:.0f} s (killed)")
     if check and not done.ok:
-        if "No space left on device" in done.err:
+        if any(marker in done.err for marker in NO_SPACE):
             # the same condition as a download that fills the disk: the CLI says "disk full",
             # exits 1, and the next build (with space) recovers
             raise OSError(errno.ENOSPC, f"{name} ran out of space", str(cwd or args[2]))
