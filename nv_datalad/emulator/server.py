@@ -3,8 +3,8 @@ loopback port, with knobs for mutations, hostile records, faults, latency and ba
 counters and a control endpoint.
 
 ``Emulator`` is what tests, benchmarks and ``server: embedded`` use (``cli`` serves one from the
-command line). Every request is routed (``routes``) to a pure function
-that returns a ``Reply``; faults and throttling (``faults``) are applied on the way out.
+command line). Every request is routed (``routes``) to a pure function that returns a ``Reply``;
+faults and throttling (``faults``) are applied on the way out.
 """
 
 from __future__ import annotations
@@ -340,14 +340,8 @@ class Emulator:
             "reset_counters": self.reset_counters,
         }
 
-    def _send(
-        self,
-        handler: _Handler,
-        method: str,
-        reply: Reply,
-        decision: FaultDecision,
-        network: Network | None = None,
-    ) -> None:
+    def _send(self, handler: _Handler, method: str, reply: Reply, decision: FaultDecision,
+              network: Network | None = None) -> None:
         if decision.error_status is not None:
             status = decision.error_status
             reply = html_reply(status, f"<h1>Server Error ({status})</h1>")
@@ -370,13 +364,19 @@ class Emulator:
             handler.wfile.flush()
             return
         payload = body[: len(body) // 2] if truncate else body
+        # counted first (taken back on failure): a client that read every byte finds it counted
+        step = int(reply.image_id is not None and not truncate and bool(body))
+        self._count_download(reply.image_id, step)
         if not self._write(handler, payload, network):
+            self._count_download(reply.image_id, -step)
             handler.close_connection = True
             return
         handler.wfile.flush()
-        if reply.image_id is not None and not truncate and body:
+
+    def _count_download(self, image_id: int | None, step: int) -> None:
+        if step and image_id is not None:
             with self._lock:
-                self._downloads[reply.image_id] += 1
+                self._downloads[image_id] += step
 
     def _write(self, handler: _Handler, payload: bytes, network: Network | None) -> bool:
         """Write a body, throttled to the bandwidth in chunks with sleeps; False if the server
