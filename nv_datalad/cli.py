@@ -64,12 +64,9 @@ def _wanted(argv: Sequence[str] | None) -> str:
     return ""
 
 
-def make_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; with ``command``, the other commands get their one-line help only
-    (enough for ``--help`` and for an unknown command's message)."""
-    def full(name: str) -> bool:
-        return command is None or command == name
-
+def make_parser(command: str) -> argparse.ArgumentParser:
+    """The parser with ``command``'s arguments; the other commands get their one-line help
+    only (enough for ``--help`` and for an unknown command's message)."""
     parser = argparse.ArgumentParser(
         prog="nv-datalad",
         description="NeuroVault statistical maps as versioned, citable DataLad datasets.",
@@ -130,21 +127,21 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("emulator", help="serve the bundled NeuroVault emulator",
                        parents=[common])
-    if full("emulator"):
+    if command == "emulator":
         from nv_datalad.emulator import cli as emulator_cli
 
         emulator_cli.add_arguments(p)
 
     p = sub.add_parser("resample", help="resample images listed in a manifest (datalad run)",
                        parents=[common])
-    if full("resample"):
+    if command == "resample":
         from nv_datalad.derivatives import resample
 
         resample.add_arguments(p)
 
     p = sub.add_parser("vectorize-words", help="Neurosynth word matrix (datalad run)",
                        parents=[common])
-    if full("vectorize-words"):
+    if command == "vectorize-words":
         from nv_datalad.derivatives import neurosynth
 
         neurosynth.add_arguments(p)
@@ -156,7 +153,7 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = targets.add_parser("nimare", help="NiMARE Dataset or NIMADS studyset (meta-analysis)",
                            parents=[common])
     _add_dataset(p)
-    if full("export"):
+    if command == "export":
         from nv_datalad.consumers import nimare
 
         nimare.add_arguments(p)
@@ -164,7 +161,7 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="an HTML page of counts, glass brains, history, citation",
                        parents=[common])
     _add_dataset(p)
-    if full("report"):
+    if command == "report":
         from nv_datalad.consumers import report
 
         report.add_arguments(p)
