@@ -47,6 +47,11 @@ class ClientConfig:
     user_agent: str = "nv-datalad"
 
     @property
+    def file_timeout(self) -> tuple[float, float]:
+        """(connect, read) for an image file's download."""
+        return self.connect_timeout, self.file_read_timeout
+
+    @property
     def crawl_workers(self) -> int:
         """Requests in flight while crawling: list pages are tiny JSON replies, so four times
         the file workers (at most 16, a polite load on a small server) hide the latency."""

@@ -147,7 +147,7 @@ def fetch_all(
     disk stops everything too: it raises :class:`DiskFull` after the running downloads end.
     """
     if timeout is None:  # the client's defaults, so one place says how long to wait
-        timeout = (ClientConfig.connect_timeout, ClientConfig.file_read_timeout)
+        timeout = ClientConfig().file_timeout
     (root / layout.DOWNLOAD_TMP).mkdir(parents=True, exist_ok=True)
     breaker = _Breaker(max_consecutive_fails)
     stop = threading.Event()

@@ -130,11 +130,9 @@ def _download(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], actio
                                                            key=key), tag=str(index))
             placed.append(Placed(item, got.path, url, key))
 
-        config = ctx.client.config
         fetch_all(ctx.client.file_session, ctx.root,
                   [Wanted(url, item.collection_id, item.image_id) for item, url in todo],
-                  workers=ctx.jobs, timeout=(config.connect_timeout, config.file_read_timeout),
-                  on_result=landed)
+                  workers=ctx.jobs, timeout=ctx.client.config.file_timeout, on_result=landed)
     finally:
         annex.close()
         _unregistered(ctx, annex.failed, todo, action, failures, placed)
