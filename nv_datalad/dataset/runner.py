@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import queue
-import signal
+import shutil
 import subprocess
 import sys
 import threading
@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nv_datalad.errors import AnnexError, EnvironmentProblem
 
@@ -40,18 +41,31 @@ log = logging.getLogger(__name__)
 DEFAULT_STALL = 300.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: SIGKILL this child when the build that started it dies."""
-    try:
-        import ctypes
+@functools.cache
+def _death_signal_prefix() -> tuple[str, ...]:
+    """Linux: start children through util-linux's ``setpriv --pdeathsig KILL``, so they are
+    killed when the build that started them dies.
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    Not a ``preexec_fn``: that makes Python ``fork()`` instead of ``vfork()``, copying the
+    build's page tables for every child, 12 ms per spawn at 0 MB and 88 ms at 1.3 GB
+    (a 100,000-image build starts ~100,000 git processes); ``setpriv`` costs one ``exec``.
+    """
+    if not sys.platform.startswith("linux"):
+        return ()
+    found = shutil.which("setpriv")
+    return (found, "--pdeathsig", "KILL", "--") if found else ()
 
 
-_PREEXEC = _die_with_parent if sys.platform.startswith("linux") else None
+def _spawn(args: Sequence[str], **popen: Any) -> subprocess.Popen:
+    """Start ``args`` (no shell) as a child that dies with the build."""
+    program = shutil.which(args[0])
+    if program is None:
+        hint = ("run this on a SLURM submit host (or use --local-array)"
+                if args[0] in ("sbatch", "squeue") else
+                "install git, and git-annex with `pip install git-annex` (then put that "
+                "environment's bin/ on PATH)")
+        raise EnvironmentProblem(f"{args[0]} is not on PATH; {hint}")
+    return subprocess.Popen([*_death_signal_prefix(), program, *args[1:]], **popen)
 
 
 @dataclass(frozen=True)
@@ -78,17 +92,7 @@ class Completed:
 
 def _popen(args: Sequence[str], cwd: Path | None, *, stdin: int | None) -> subprocess.Popen:
     log.debug("running %s in %s", " ".join(args), cwd or Path.cwd())
-    try:
-        return subprocess.Popen(
-            list(args), cwd=cwd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=_PREEXEC,
-        )
-    except FileNotFoundError as exc:
-        hint = ("run this on a SLURM submit host (or use --local-array)"
-                if args[0] in ("sbatch", "squeue") else
-                "install git, and git-annex with `pip install git-annex` (then put that "
-                "environment's bin/ on PATH)")
-        raise EnvironmentProblem(f"{args[0]} is not on PATH; {hint}") from exc
+    return _spawn(args, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 #: How git ("write error. Out of diskspace") and the OS say the disk is full.
@@ -191,10 +195,10 @@ class BatchProcess:
         self.args = list(args)
         self.timeout = timeout
         log.debug("running git annex %s --batch in %s", " ".join(self.args), root)
-        self.proc = subprocess.Popen(
+        self.proc = _spawn(
             ["git", "annex", *self.args, "--batch", "--json", "--json-error-messages"],
             cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True, bufsize=1, preexec_fn=_PREEXEC,
+            stderr=subprocess.DEVNULL, text=True, bufsize=1,
         )
         self.replies: queue.Queue[str | None] = queue.Queue()
         self.sent: list[str] = []  # lines sent without waiting for their replies
@@ -290,9 +294,9 @@ def batch(root: Path, args: Sequence[str], lines: Sequence[str], *,
     if not lines:
         return [], ""
     log.debug("running git annex %s in %s", " ".join(args), root)
-    proc = subprocess.Popen(
+    proc = _spawn(
         ["git", "annex", *args], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, bufsize=1, preexec_fn=_PREEXEC,
+        stderr=subprocess.PIPE, text=True, bufsize=1,
     )
     replies: queue.Queue[str | None] = queue.Queue()
     stderr_lines: list[str] = []
