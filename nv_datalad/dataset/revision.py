@@ -300,10 +300,13 @@ def collection_sidecar_paths(files: Iterable[str]) -> dict[int, str]:
 def read_json_many(dataset: Path, rev: str | None, paths: Sequence[str]) -> dict[str, dict]:
     """Parse many JSON objects at once; unreadable ones are logged and left out (one bad
     sidecar must not hide a whole dataset)."""
+    blobs = {rel: data for rel, data in read_many(dataset, rev, paths).items()
+             if data is not None}
+    together = _parse_together(list(blobs.values()))
+    if together is not None:
+        return dict(zip(blobs, together, strict=True))
     out: dict[str, dict] = {}
-    for rel, data in read_many(dataset, rev, paths).items():
-        if data is None:
-            continue
+    for rel, data in blobs.items():
         try:
             value = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -314,6 +317,25 @@ def read_json_many(dataset: Path, rev: str | None, paths: Sequence[str]) -> dict
         else:
             log.warning("skipping %s: not a JSON object", rel)
     return out
+
+
+def _parse_together(blobs: list[bytes]) -> list[dict] | None:
+    """Every blob parsed as one JSON array, or None when that is not one object per blob.
+
+    One parse shares each key string between all the objects (the decoder memoises keys per
+    call): a sidecar parsed alone holds ~6 KB, parsed together ~3 KB, and tables are built
+    from every sidecar of the dataset. A blob that is not exactly one object changes the
+    count or the types, and the caller parses file by file to say which. (Two files would
+    have to be written as halves of one object to pass, which gives nobody more than writing
+    a false sidecar would.)
+    """
+    try:
+        values = json.loads(b"[" + b",".join(blobs) + b"]")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if len(values) != len(blobs) or not all(isinstance(v, dict) for v in values):
+        return None
+    return values
 
 
 def image_sidecars(dataset: Path, rev: str | None = None) -> dict[int, dict]:
