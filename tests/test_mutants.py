@@ -362,19 +362,29 @@ def test_emulator_command_serves_the_bench_corpus():
 
 
 def test_a_taken_over_lock_stops_the_dead_builds_git_annex(shared_emulator, tmp_path):
+    """What a killed build left running (found by its lock's token) is stopped before the
+    rebuild goes on; a git-annex of the user's in the same dataset is left alone."""
     spec, ds = build(tmp_path, shared_emulator.url, content="register", max_images=1)
-    orphan = subprocess.Popen([str(Path(sys.executable).parent / "git-annex"), "addurl",
-                               "--batch"], cwd=ds, stdin=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    token = "0123abcd"
+
+    def addurl(**env: str) -> subprocess.Popen:
+        return subprocess.Popen([str(Path(sys.executable).parent / "git-annex"), "addurl",
+                                 "--batch"], cwd=ds, env={**os.environ, **env},
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
+    orphan, users = addurl(NV_DATALAD_BUILD=token), addurl()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     try:
-        (ds / ".git" / "nv-datalad.lock").write_text(str(dead.pid))
+        (ds / ".git" / "nv-datalad.lock").write_text(f"{dead.pid} {token}")
         assert nv("build", spec, "-d", ds) == 0
-        assert orphan.wait(timeout=30) == -signal.SIGTERM
+        assert orphan.poll() == -signal.SIGTERM  # gone before the rebuild went on
+        assert users.poll() is None
     finally:
-        orphan.kill()
-        orphan.wait()
+        for proc in (orphan, users):
+            proc.kill()
+            proc.wait()
     assert not (ds / ".git" / "nv-datalad.lock").exists()
 
 

@@ -301,6 +301,16 @@ def test_a_dataset_killed_before_its_first_commit_is_committed(tmp_path):
                                                               ".gitattributes"]
 
 
+def test_a_git_annex_init_killed_after_the_uuid_is_finished_by_the_next_creation(tmp_path):
+    """A killed ``git annex init`` can leave ``annex.uuid`` without ``annex.version``."""
+    root = tmp_path / "new"
+    create(root, description="first")
+    git(root, "config", "--unset", "annex.version")
+    create(root, description="first")
+    assert git(root, "config", "annex.version").strip()
+    assert "first" in git(root, "cat-file", "-p", "git-annex:uuid.log")
+
+
 def test_generated_files_are_restored_and_derivatives_outside_a_run_removed(ds):
     for rel in (layout.IMAGES_TSV, layout.COLLECTIONS_TSV, layout.SPEC_FILE):
         _put(ds, rel, "half written\n")

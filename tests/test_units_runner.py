@@ -1,5 +1,6 @@
-"""The runner's guarantees for every process a build starts: it dies with the build, and a
-missing program is named with what to install."""
+"""The runner's guarantees for every process a build starts: it dies with the build, what it
+started in turn is stopped by the next build, and a missing program is named with what to
+install."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from nv_datalad.dataset import repo
 from nv_datalad.dataset.runner import run
 from nv_datalad.errors import EnvironmentProblem
 
@@ -50,6 +52,42 @@ def test_a_child_of_a_killed_build_dies_with_it(tmp_path):
         build.wait()
         if pidfile.is_file() and _alive(int(pidfile.read_text())):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def _wait_for_pid(pidfile: Path, build: subprocess.Popen) -> int:
+    deadline = time.monotonic() + 30
+    while not pidfile.is_file() or not pidfile.read_text().strip():
+        assert build.poll() is None and time.monotonic() < deadline, "child never started"
+        time.sleep(0.05)
+    return int(pidfile.read_text())
+
+
+def test_the_next_build_stops_what_a_killed_builds_children_started(tmp_path):
+    """git-annex's own children (``git config`` of ``init``, ``transferrer`` of ``addurl -J``)
+    outlive a killed build; the build that takes its lock over stops them before it goes on."""
+    root, pidfile = tmp_path / "ds", tmp_path / "grandchild.pid"
+    build = subprocess.Popen([sys.executable, "-c", (
+        "from pathlib import Path\n"
+        "from nv_datalad.dataset import repo\n"
+        "from nv_datalad.dataset.runner import run\n"
+        f"with repo.locked(Path({str(root)!r})):\n"
+        f"    run(['sh', '-c', 'sleep 60 & echo $! > {pidfile}; wait'])\n")])
+    grandchild = 0
+    try:
+        grandchild = _wait_for_pid(pidfile, build)
+        build.send_signal(signal.SIGKILL)
+        build.wait()
+        time.sleep(0.2)
+        assert _alive(grandchild), "nothing outlived the build: this test tests nothing"
+        with repo.locked(root):
+            assert not _alive(grandchild)
+            assert os.environ[repo.BUILD_TOKEN_ENV] in (root / ".git" / repo.LOCK_NAME).read_text()
+        assert repo.BUILD_TOKEN_ENV not in os.environ
+    finally:
+        build.kill()
+        build.wait()
+        if grandchild and _alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
 
 
 def test_a_missing_program_is_named_with_what_to_install(monkeypatch, tmp_path):

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,9 @@ ANNEXED = ("*.nii.gz", "*.nii")
 TEXT_ONLY_ADD = ("-c", "filter.annex.process=", "-c", "filter.annex.clean=",
                  "-c", "filter.annex.smudge=", "-c", "advice.addEmbeddedRepo=false")
 LOCK_NAME = "nv-datalad.lock"
+#: Every process a build starts inherits ``NV_DATALAD_BUILD=<its lock's token>``, and so do
+#: their children: how the next build finds what a killed one left running.
+BUILD_TOKEN_ENV = "NV_DATALAD_BUILD"
 #: What ``datalad create`` writes: MD5E keys, git's own dotfiles never annexed.
 DATALAD_GITATTRIBUTES = "* annex.backend=MD5E\n**/.git* annex.largefiles=nothing\n"
 DATALAD_FILES = (".datalad/.gitattributes", ".datalad/config")
@@ -63,12 +67,20 @@ def create(root: Path, *, description: str = "") -> None:
             if git(root, "diff", "--cached", "--name-only").strip():
                 git(root, "commit", "-q", "-m",
                     "nv-datalad: keep text in git, NIfTI in the annex")
-    if fresh or not git(root, "config", "--get", "annex.uuid", check=False).strip():
+    if fresh or not _annex_initialised(root):
         # last, also when a creation was killed before it: the commits above are plain git
         # until git-annex's filter is installed (each annexed-repo `git add` starts git-annex)
         # git-annex's default description is user@host:/path: a machine-local path in the
         # git-annex branch of a dataset meant for others. Name the dataset's copy instead.
         annex(root, "init", "-q", " ".join((description or "nv-datalad build").split())[:200])
+
+
+def _annex_initialised(root: Path) -> bool:
+    """``git annex init`` ran to its end: a killed one can leave ``annex.uuid`` set without
+    ``annex.version`` (seen 3 times in 120 kills), and running it again completes it."""
+    names = git(root, "config", "--name-only", "--get-regexp", r"^annex\.(uuid|version)$",
+                check=False).split()
+    return {"annex.uuid", "annex.version"} <= set(names)
 
 
 @contextlib.contextmanager
@@ -128,19 +140,21 @@ def locked(root: Path) -> Iterator[None]:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             try:
-                pid = int(lock.read_text().strip() or 0)
+                pid_text, _, token = lock.read_text().strip().partition(" ")
+                pid = int(pid_text or 0)
             except (OSError, ValueError):
-                pid = 0
+                pid, token = 0, ""
             if pid and _alive(pid):
                 raise DatasetError(
                     f"another nv-datalad build (pid {pid}) is running on {root}; wait for it, "
                     f"or delete {lock} if that process is gone"
                 ) from None
             log.warning("removing stale lock %s (pid %s is gone)", lock, pid)
-            if stop_orphans(root):
-                log.info("stopped git-annex transfers left running by the interrupted build")
-            # git's own locks, left by a git command killed with the build (nothing of ours
-            # runs now: the build lock was stale and its children died with it)
+            if token and stop_orphans(token):
+                log.info("stopped git and git-annex processes left running by the "
+                         "interrupted build")
+            # git's own locks, left by a git command killed with the build (nothing of that
+            # build runs now: its children died with it and their children were stopped)
             for stale in (root / ".git").glob("*.lock"):
                 if stale.name != LOCK_NAME:
                     stale.unlink(missing_ok=True)
@@ -148,12 +162,19 @@ def locked(root: Path) -> Iterator[None]:
                 stale.unlink(missing_ok=True)
             lock.unlink(missing_ok=True)
             continue
+        token = uuid.uuid4().hex
         with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
+            fh.write(f"{os.getpid()} {token}")
         break
+    previous = os.environ.get(BUILD_TOKEN_ENV)
+    os.environ[BUILD_TOKEN_ENV] = token
     try:
         yield
     finally:
+        if previous is None:
+            os.environ.pop(BUILD_TOKEN_ENV, None)
+        else:
+            os.environ[BUILD_TOKEN_ENV] = previous
         lock.unlink(missing_ok=True)
 
 
@@ -286,31 +307,49 @@ def _check_annex_version(root: Path) -> None:
         )
 
 
-def stop_orphans(root: Path) -> list[int]:
-    """Stop git-annex processes a dead build left running in ``root`` (Linux).
+def stop_orphans(token: str, *, grace: float = 10.0) -> list[int]:
+    """Stop what a dead build left running and wait until it is gone (Linux).
 
-    With ``-J``, git-annex downloads in ``transferrer`` child processes that outlive a killed
-    ``addurl`` and keep their transfer locks. Called only when the build lock shows the
-    previous build is gone, so nothing of a live build is touched.
+    The build's own children died with it (``pdeathsig``), but not theirs: ``addurl -J``'s
+    ``transferrer`` processes keep their transfer locks, and ``git annex init``'s ``git config``
+    calls still write ``.git/config`` while the next build starts (seen as "could not lock
+    config file" and "Not initialized" when a rebuild follows a kill at once). They are found
+    by the token in their environment, so nothing else in the dataset is touched (a user's
+    own ``datalad get``). SIGTERM first (git-annex cleans up), SIGKILL after ``grace`` s.
     """
-    proc_dir = Path("/proc")
-    stopped: list[int] = []
-    if not proc_dir.is_dir():
-        return stopped
-    target = str(Path(root).resolve())
-    for entry in proc_dir.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [a.decode(errors="replace") for a in argv if a]
-        if cwd != target or not words or not words[0].endswith("git-annex"):
-            continue
-        if any(w in ("transferrer", "addurl") for w in words[1:3]):
+    marker = f"{BUILD_TOKEN_ENV}={token}".encode()
+    found = [pid for pid in _pids() if marker in _environ(pid)]
+    left = found
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in left:
             with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGTERM)
-                stopped.append(int(entry.name))
-    return stopped
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while left and time.monotonic() < deadline:
+            time.sleep(0.02)
+            left = [pid for pid in left if _running(pid)]
+        if not left:
+            break
+    return found
+
+
+def _pids() -> list[int]:
+    with contextlib.suppress(OSError):
+        return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+    return []
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        return (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a stopped process whose parent has not reaped it yet)."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
