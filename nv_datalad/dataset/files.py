@@ -1,4 +1,5 @@
-"""Atomic writes of the text files a build owns (sidecars, tables, README, CHANGES).
+"""Atomic writes of the text files a build owns (sidecars, tables, README, CHANGES), and
+the parse of its JSON sidecars read back.
 
 Write beside the target, then rename: no half-written file survives an interruption, and a
 symlink into the annex is replaced, never written through. A write whose content is unchanged
@@ -8,11 +9,15 @@ touches nothing, so an unchanged rebuild leaves ``git status`` clean.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -50,3 +55,41 @@ def write_json(root: Path, relpath: str | os.PathLike, data: Any) -> bool:
 
 def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_json_objects(blobs: Mapping[str, bytes]) -> dict[str, dict]:
+    """name -> parsed JSON object; a blob that is not one is logged and left out."""
+    together = _parse_together(list(blobs.values()))
+    if together is not None:
+        return dict(zip(blobs, together, strict=True))
+    out: dict[str, dict] = {}
+    for name, data in blobs.items():
+        try:
+            value = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            log.warning("skipping %s: not valid JSON (%s)", name, err)
+            continue
+        if isinstance(value, dict):
+            out[name] = value
+        else:
+            log.warning("skipping %s: not a JSON object", name)
+    return out
+
+
+def _parse_together(blobs: list[bytes]) -> list[dict] | None:
+    """Every blob parsed as one JSON array, or None when that is not one object per blob.
+
+    One parse shares each key string between all the objects (the decoder memoises keys per
+    call): a sidecar parsed alone holds ~6 KB, parsed together ~3 KB, and tables are built
+    from every sidecar of the dataset. A blob that is not exactly one object changes the
+    count or the types, and the caller parses blob by blob to say which. (Two files would
+    have to be written as halves of one object to pass, which gives nobody more than writing
+    a false sidecar would.)
+    """
+    try:
+        values = json.loads(b"[" + b",".join(blobs) + b"]")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if len(values) != len(blobs) or not all(isinstance(v, dict) for v in values):
+        return None
+    return values

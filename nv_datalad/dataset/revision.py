@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from nv_datalad.dataset import layout, nesting
+from nv_datalad.dataset.files import parse_json_objects
 from nv_datalad.dataset.runner import Completed, run
 from nv_datalad.errors import DatasetError
-
-log = logging.getLogger(__name__)
 
 _TAG = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 # A git-annex key as it appears at the end of a symlink target or pointer file.
@@ -300,42 +298,8 @@ def collection_sidecar_paths(files: Iterable[str]) -> dict[int, str]:
 def read_json_many(dataset: Path, rev: str | None, paths: Sequence[str]) -> dict[str, dict]:
     """Parse many JSON objects at once; unreadable ones are logged and left out (one bad
     sidecar must not hide a whole dataset)."""
-    blobs = {rel: data for rel, data in read_many(dataset, rev, paths).items()
-             if data is not None}
-    together = _parse_together(list(blobs.values()))
-    if together is not None:
-        return dict(zip(blobs, together, strict=True))
-    out: dict[str, dict] = {}
-    for rel, data in blobs.items():
-        try:
-            value = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            log.warning("skipping %s: not valid JSON (%s)", rel, err)
-            continue
-        if isinstance(value, dict):
-            out[rel] = value
-        else:
-            log.warning("skipping %s: not a JSON object", rel)
-    return out
-
-
-def _parse_together(blobs: list[bytes]) -> list[dict] | None:
-    """Every blob parsed as one JSON array, or None when that is not one object per blob.
-
-    One parse shares each key string between all the objects (the decoder memoises keys per
-    call): a sidecar parsed alone holds ~6 KB, parsed together ~3 KB, and tables are built
-    from every sidecar of the dataset. A blob that is not exactly one object changes the
-    count or the types, and the caller parses file by file to say which. (Two files would
-    have to be written as halves of one object to pass, which gives nobody more than writing
-    a false sidecar would.)
-    """
-    try:
-        values = json.loads(b"[" + b",".join(blobs) + b"]")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if len(values) != len(blobs) or not all(isinstance(v, dict) for v in values):
-        return None
-    return values
+    return parse_json_objects({rel: data for rel, data in
+                               read_many(dataset, rev, paths).items() if data is not None})
 
 
 def image_sidecars(dataset: Path, rev: str | None = None) -> dict[int, dict]:
