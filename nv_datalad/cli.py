@@ -363,8 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # A full disk anywhere (download, sidecar, git): what landed is kept, the next build
         # (with space) recovers and finishes. Status 1: finished, not everything done.
-        print(f"nv-datalad {args.command}: error: disk full ({exc.filename or exc}); free some "
-              "space and run the same command again", file=sys.stderr)
+        where = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else exc
+        print(f"nv-datalad {args.command}: error: disk full ({where}); free some space and run "
+              "the same command again", file=sys.stderr)
         return 1
 
 

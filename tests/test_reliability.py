@@ -19,6 +19,7 @@ from helpers import (
     annex,
     build,
     git,
+    head,
     image_ids,
     key_of,
     nv,
@@ -27,6 +28,7 @@ from helpers import (
     write_spec,
 )
 
+from nv_datalad.dataset.files import RESERVE
 from nv_datalad.emulator.hostile import HOSTILE_KINDS
 
 #: Kinds whose record must be refused (the rest are imported safely under id-derived paths).
@@ -393,7 +395,65 @@ def test_disk_full_while_downloading_exits_1_and_the_next_build_completes(emulat
     assert git(ds, "status", "--porcelain") == ""
 
 
+def test_a_nearly_full_disk_stops_the_build_before_git_hangs(emulator, small_disk):
+    """16 KiB free: git-annex's keys database would retry its write forever inside
+    ``git status``. The build says "disk full" with what is free (exit 1), changes nothing,
+    and the next build with room finishes."""
+    subprocess.run(["mount", "-o", "remount,size=200m", str(small_disk)], check=True)
+    spec = write_spec(small_disk.parent, emulator.url, max_images=2, content="register")
+    ds = small_disk / "ds"
+    assert nv("build", spec, "-d", ds) == 0
+    before = head(ds)
+    spec = write_spec(small_disk.parent, emulator.url, max_images=30, content="register")
+    _fill(small_disk, leave=16 * 1024)
+    proc = _build_process(spec, ds)
+    assert proc.returncode == 1, proc.stderr
+    assert "disk full" in proc.stderr.splitlines()[-1]
+    assert "KiB free" in proc.stderr.splitlines()[-1]
+    assert head(ds) == before
+    (small_disk / "filler").unlink()
+    assert nv("build", spec, "-d", ds) == 0
+    assert len(image_ids(ds)) == 30
+    assert git(ds, "status", "--porcelain") == ""
+    annex(ds, "fsck", "--fast", "--quiet")
+
+
+def test_disk_full_during_an_update_keeps_the_old_versions(emulator, small_disk):
+    """New bytes for every image and room for a few: the download that fills the disk stops
+    the update with nothing committed (the old versions are put back when there is room for
+    that, by the next build's recovery otherwise), and the next build with room makes the
+    whole update."""
+    subprocess.run(["mount", "-o", "remount,size=200m", str(small_disk)], check=True)
+    spec = write_spec(small_disk.parent, emulator.url, max_images=12, mode="overwrite")
+    ds = small_disk / "ds"
+    assert nv("build", spec, "-d", ds) == 0
+    before = {iid: key_of(ds, iid) for iid in image_ids(ds)}
+    committed = head(ds)
+    for iid in before:
+        emulator.mutate_content(iid)
+    _fill(small_disk, leave=RESERVE + 512 * 1024)  # past the start's check, not the downloads
+    proc = _build_process(spec, ds)
+    assert proc.returncode == 1, proc.stderr
+    assert "disk full" in proc.stderr.splitlines()[-1]
+    assert "while downloading" in proc.stderr
+    assert head(ds) == committed and tags(ds) == ["v1.0.0"]
+    (small_disk / "filler").unlink()
+    assert nv("build", spec, "-d", ds) == 0
+    after = {iid: key_of(ds, iid) for iid in image_ids(ds)}
+    assert all(after[iid] != before[iid] for iid in before)
+    assert tags(ds) == ["v1.0.0", "v1.1.0"]
+    assert git(ds, "status", "--porcelain") == ""
+    annex(ds, "fsck", "--fast", "--quiet")
+
+
 # ------------------------------------------------------------------------------ helpers
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Fill ``disk`` with ``disk/filler``, then give ``leave`` bytes back."""
+    filler = disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+    os.truncate(filler, max(0, filler.stat().st_size - leave))
 
 
 def _build_process(spec: Path, ds: Path, *extra: str) -> subprocess.CompletedProcess:

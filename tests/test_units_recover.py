@@ -236,6 +236,21 @@ def test_a_staged_image_given_up_after_a_full_disk_is_removed(ds):
     assert git(ds, "ls-files", "--", NEW) == "" and _head(ds) == head and _clean(ds)
 
 
+def test_a_replacement_put_back_only_in_the_worktree_leaves_head_as_it_was(ds):
+    """A full disk: the new version was staged, the old file put back, and no room was left
+    to write the index. Recovery must not fail on having nothing to commit."""
+    head, key = _head(ds), annex(ds, "lookupkey", IMG).strip()
+    old = os.readlink(ds / IMG)
+    (ds / IMG).unlink()
+    _put(ds, IMG, b"\x1f\x8bnew ten")
+    annex(ds, "add", "-q", IMG)
+    (ds / IMG).unlink()
+    os.symlink(old, ds / IMG)
+    assert git(ds, "status", "--porcelain", "--", IMG).startswith("MM")
+    recover(ds)
+    assert _head(ds) == head and annex(ds, "lookupkey", IMG).strip() == key and _clean(ds)
+
+
 @pytest.mark.parametrize("rel", [SIDECAR, layout.IMAGES_TSV])
 def test_a_staged_refresh_is_restored_not_committed_or_deleted(ds, rel):
     head = _head(ds)

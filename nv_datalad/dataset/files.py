@@ -8,9 +8,11 @@ touches nothing, so an unchanged rebuild leaves ``git status`` clean.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -18,6 +20,19 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+#: Free space a build wants before it runs git (git-annex's own ``annex.diskreserve`` default).
+RESERVE = 1 << 20
+
+
+def ensure_room(root: Path) -> None:
+    """Say "disk full" while that can still be said: on a full disk git-annex's keys
+    database retries its write forever, so ``git status`` or ``git commit`` (through
+    ``git-annex filter-process``) would hang instead of failing."""
+    free = shutil.disk_usage(root).free
+    if free < RESERVE:
+        raise OSError(errno.ENOSPC, f"{free // 1024} KiB free, a build needs "
+                                    f"{RESERVE >> 20} MiB", str(root))
 
 
 def write_atomic(path: Path, data: bytes) -> None:

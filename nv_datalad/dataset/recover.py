@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 from nv_datalad.dataset import layout, nesting
 from nv_datalad.dataset.annex import discard
-from nv_datalad.dataset.files import dump_json
+from nv_datalad.dataset.files import dump_json, ensure_room
 from nv_datalad.dataset.nesting import git_paths, owner
 from nv_datalad.dataset.runner import git
 from nv_datalad.errors import AnnexError, DatasetError
@@ -124,6 +124,7 @@ def _is_derivative(rel: str) -> bool:
 
 def recover(root: Path) -> Recovery:
     """Bring ``root`` back to a state a build may start from; see the module docstring."""
+    ensure_room(root)
     done = Recovery()
     foreign: list[str] = []
     to_commit: list[str] = []
@@ -207,7 +208,7 @@ def _commit(root: Path, rels: list[str]) -> None:
     for repo, pairs in groups.items():
         if repo != root:
             git(repo, "add", "--", *(inner for _, inner in pairs))
-            git(repo, "commit", "-q", "--no-verify", "-m", message)
+            _commit_staged(repo, message)
     pointers = sorted({*subs, *(r for r, _ in groups.get(root, [])
                                 if nesting.is_repository(root / r))})
     if pointers:
@@ -215,7 +216,15 @@ def _commit(root: Path, rels: list[str]) -> None:
     own = sorted({*(r for r, _ in groups.get(root, [])), *pointers,
                   *([nesting.GITMODULES] if pointers else [])})
     git(root, *nesting.QUIET_ADD, "add", "--", *own)
-    git(root, "commit", "-q", "--no-verify", "-m", message)
+    _commit_staged(root, message)
+
+
+def _commit_staged(repo: Path, message: str) -> None:
+    """Staging may leave nothing to commit: a replacement given up on a full disk whose old
+    file was put back in the worktree but not in the index (no room to write it) shows as
+    changed until ``git add`` stages the old file again."""
+    if git(repo, "diff", "--cached", "--name-only").strip():
+        git(repo, "commit", "-q", "--no-verify", "-m", message)
 
 
 def _tracked(root: Path, rel: str) -> bool:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from nv_datalad.dataset import layout
-from nv_datalad.dataset.files import write_text
+from nv_datalad.dataset.files import ensure_room, write_text
 from nv_datalad.dataset.runner import annex, annex_info, git
 from nv_datalad.errors import DatasetError
 
@@ -212,6 +212,7 @@ def commit(root: Path, message: str, paths: Sequence[str] = (".",)) -> bool:
     the cost of one git-annex process per commit: per subdataset and checkpoint, that was a
     sixth of what a new collection subdataset costs.
     """
+    ensure_room(root)
     if paths:  # none: commit what is staged (a pathspec of excludes alone means everything)
         git(root, *TEXT_ONLY_ADD, "add", "-A", "--", *paths,
             *(f":(exclude){pattern}" for pattern in ANNEXED))

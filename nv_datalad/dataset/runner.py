@@ -99,6 +99,11 @@ def _popen(args: Sequence[str], cwd: Path | None, *, stdin: int | None) -> subpr
 NO_SPACE = ("No space left on device", "Out of diskspace")
 
 
+def says_no_space(message: str) -> bool:
+    """Whether a command's error is a full disk: a build-wide condition, never one file's."""
+    return any(marker in message for marker in NO_SPACE)
+
+
 def run(args: Sequence[str], cwd: Path | str | None = None, *, input: bytes | str | None = None,
         check: bool = True, stall: float = DEFAULT_STALL) -> Completed:
     """Run one command to its end; kill it when it prints nothing for ``stall`` seconds.
@@ -154,7 +159,7 @@ def run(args: Sequence[str], cwd: Path | str | None = None, *, input: bytes | st
     if stalled:
         raise AnnexError(f"{name} stalled: no output for {stall:.0f} s (killed)")
     if check and not done.ok:
-        if any(marker in done.err for marker in NO_SPACE):
+        if says_no_space(done.err):
             # the same condition as a download that fills the disk: the CLI says "disk full",
             # exits 1, and the next build (with space) recovers
             raise OSError(errno.ENOSPC, f"{name} ran out of space", str(cwd or args[2]))

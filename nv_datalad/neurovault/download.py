@@ -87,7 +87,7 @@ def _fetch(session: requests.Session, root: Path, want: Wanted, timeout: tuple[f
             if exc.errno == errno.ENOSPC:
                 tmp.unlink(missing_ok=True)
                 raise DiskFull(errno.ENOSPC, f"disk full while downloading {want.url} into "
-                                             f"{root}: free some space, then build again") from exc
+                                             f"{root}") from exc
             last = str(exc)
             if isinstance(exc, InterruptedError):
                 break

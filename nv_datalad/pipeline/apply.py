@@ -7,6 +7,7 @@ is written only after its image is in the annex: that ordering is what recovery 
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -15,7 +16,7 @@ from nv_datalad.dataset.files import write_json
 from nv_datalad.dataset.nesting import by_owner, git_paths
 from nv_datalad.dataset.state import image_path_of
 from nv_datalad.pipeline.context import BuildContext
-from nv_datalad.pipeline.importer import INTERRUPTED, annex_fields, failure, place
+from nv_datalad.pipeline.importer import INTERRUPTED, annex_fields, place
 from nv_datalad.pipeline.plan import Change, Plan, PlannedImage
 from nv_datalad.pipeline.select import Selection
 from nv_datalad.records import PROVENANCE_KEY, Result, Status
@@ -92,6 +93,7 @@ def add(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
         ctx.tree.touch(item.collection_id for item in batch)
         got = place(ctx, batch, action="add",
                     on_reply=lambda n, s=start: ctx.progress("download", s + n, total))
+        _stop_if_full(ctx, got.stop)
         results += got.failures
         for p in got.placed:
             write_json(ctx.root, layout.image_sidecar(p.item.collection_id, p.item.image_id),
@@ -103,11 +105,16 @@ def add(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
                             paths=[layout.NEUROVAULT_DIR])
         if got.stop == INTERRUPTED:
             raise Interrupted(len(got.placed))
-        if got.stop is not None:  # disk full: the rest would fail the same way
-            results += [failure("add", item, f"image {item.image_id}: not fetched ({got.stop})")
-                        for item in items[start + ctx.checkpoint:]]
-            break
     return results
+
+
+def _stop_if_full(ctx: BuildContext, stop: str | None) -> None:
+    """A full disk stops the build before it writes more: git itself can hang on one
+    (``git-annex filter-process`` retrying a write). The batch in flight is left as a kill
+    would leave it, which the next build's recovery undoes; what earlier batches committed
+    stays."""
+    if stop is not None and stop != INTERRUPTED:
+        raise OSError(errno.ENOSPC, stop, str(ctx.root))
 
 
 def update_content(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
@@ -133,11 +140,14 @@ def update_content(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Res
     got = place(ctx, items, action="update")
     placed = got.placed
     results += got.failures
-    landed = {p.item.image_id for p in placed}
-    # never lose data: a failed replacement puts the old version back
+    full = got.stop is not None and got.stop != INTERRUPTED
+    landed = set() if full else {p.item.image_id for p in placed}
+    # never lose data: a failed replacement puts the old version back (all of them when the
+    # disk is full: the next build redoes the whole update)
     git_paths(ctx.root, ["checkout", "HEAD"], [old[item.image_id][0] for item in items
                                                if item.image_id in old
                                                and item.image_id not in landed], check=False)
+    _stop_if_full(ctx, got.stop)
     for p in placed:
         item, sidecar_path = p.item, layout.image_sidecar(p.item.collection_id, p.item.image_id)
         if item.image_id in old and old[item.image_id][1] == p.key:

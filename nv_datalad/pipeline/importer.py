@@ -16,6 +16,7 @@ from typing import Any
 
 from nv_datalad.dataset import layout
 from nv_datalad.dataset.annex import discard, metadata_line
+from nv_datalad.dataset.runner import reply_error, says_no_space
 from nv_datalad.neurovault.download import DiskFull
 from nv_datalad.neurovault.records import normalise_nulls
 from nv_datalad.pipeline.context import BuildContext
@@ -47,7 +48,7 @@ def annex_fields(record: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass
 class Placement:
     """What one batch brought into the annex; ``stop`` says why the build must not go on
-    fetching (``interrupted``: Ctrl-C; otherwise the disk is full), after committing this."""
+    fetching (``interrupted``: Ctrl-C, after committing this; otherwise the disk is full)."""
 
     placed: list[Placed]
     failures: list[Result]
@@ -86,8 +87,12 @@ def place(ctx: BuildContext, items: Sequence[PlannedImage], *, action: str,
     except KeyboardInterrupt:
         stop = INTERRUPTED
     except DiskFull as exc:
-        log.error("%s", exc)
-        stop = str(exc)
+        log.error("%s", exc.strerror)
+        stop = exc.strerror
+    full = next((f.message for f in failures if says_no_space(f.message or "")), None)
+    if stop is None and full is not None:  # git-annex, not the download, found the disk full
+        log.error("%s", full)
+        stop = f"disk full: {full}"
     if not ctx.spec.keep_content and ctx.spec.content == "download":
         for path, err in ctx.annex.drop([p.path for p in placed]).items():
             log.warning("could not drop %s after hashing: %s", path, err)
@@ -118,10 +123,11 @@ def _download(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], actio
                 failures.append(failure(action, item, f"image {item.image_id}: {got.error} "
                                                       f"({url})"))
                 return
-            key = annex.ask("add", got.path).get("key")
+            reply = annex.ask("add", got.path)
+            key = reply.get("key")
             if not key:
                 failures.append(failure(action, item, f"image {item.image_id}: git annex add "
-                                                      "failed"))
+                                                      f"failed: {reply_error(reply)}"))
                 discard(ctx.root, got.path)
                 return
             # the key is all the build needs now: URL and metadata replies are read at the end
