@@ -33,9 +33,9 @@ GITATTRIBUTES = f"""{GITATTRIBUTES_MARKER}
 """
 #: The paths ``GITATTRIBUTES`` annexes.
 ANNEXED = ("*.nii.gz", "*.nii")
-#: ``git add`` with git-annex's filter off (see :func:`commit`).
-TEXT_ONLY_ADD = ("-c", "filter.annex.process=", "-c", "filter.annex.clean=",
-                 "-c", "filter.annex.smudge=", "-c", "advice.addEmbeddedRepo=false")
+#: ``git add`` / ``git commit`` with git-annex's filter off (see :func:`commit`).
+NO_FILTER = ("-c", "filter.annex.process=", "-c", "filter.annex.clean=",
+             "-c", "filter.annex.smudge=", "-c", "advice.addEmbeddedRepo=false")
 LOCK_NAME = "nv-datalad.lock"
 #: Every process a build starts inherits ``NV_DATALAD_BUILD=<its lock's token>``, and so do
 #: their children: how the next build finds what a killed one left running.
@@ -210,15 +210,17 @@ def commit(root: Path, message: str, paths: Sequence[str] = (".",)) -> bool:
     ``git rm`` already; ``git add`` here only picks up text, which ``.gitattributes`` keeps in
     git. So it runs without git-annex's filter, which would only pass that text through, at
     the cost of one git-annex process per commit: per subdataset and checkpoint, that was a
-    sixth of what a new collection subdataset costs.
+    sixth of what a new collection subdataset costs. ``git commit`` too: it commits the index
+    as staged, but first re-checks every file written within the index's second ("racily
+    clean") through the filter, which was 1.1 of a 100-image build's 5.8 s.
     """
     ensure_room(root)
     if paths:  # none: commit what is staged (a pathspec of excludes alone means everything)
-        git(root, *TEXT_ONLY_ADD, "add", "-A", "--", *paths,
+        git(root, *NO_FILTER, "add", "-A", "--", *paths,
             *(f":(exclude){pattern}" for pattern in ANNEXED))
     if not git(root, "diff", "--cached", "--name-only").strip():
         return False
-    git(root, "commit", "-q", "--no-verify", "-m", message)
+    git(root, *NO_FILTER, "commit", "-q", "--no-verify", "-m", message)
     return True
 
 
