@@ -108,12 +108,16 @@ def add(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Result]:
     return results
 
 
+def _disk_full(stop: str | None) -> bool:
+    return stop is not None and stop != INTERRUPTED
+
+
 def _stop_if_full(ctx: BuildContext, stop: str | None) -> None:
     """A full disk stops the build before it writes more: git itself can hang on one
     (``git-annex filter-process`` retrying a write). The batch in flight is left as a kill
     would leave it, which the next build's recovery undoes; what earlier batches committed
     stays."""
-    if stop is not None and stop != INTERRUPTED:
+    if _disk_full(stop):
         raise OSError(errno.ENOSPC, stop, str(ctx.root))
 
 
@@ -140,8 +144,7 @@ def update_content(ctx: BuildContext, items: Sequence[PlannedImage]) -> list[Res
     got = place(ctx, items, action="update")
     placed = got.placed
     results += got.failures
-    full = got.stop is not None and got.stop != INTERRUPTED
-    landed = set() if full else {p.item.image_id for p in placed}
+    landed = set() if _disk_full(got.stop) else {p.item.image_id for p in placed}
     # never lose data: a failed replacement puts the old version back (all of them when the
     # disk is full: the next build redoes the whole update)
     git_paths(ctx.root, ["checkout", "HEAD"], [old[item.image_id][0] for item in items
