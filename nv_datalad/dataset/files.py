@@ -1,5 +1,5 @@
-"""Atomic writes of the text files a build owns (sidecars, tables, README, CHANGES), and
-the parse of its JSON sidecars read back.
+"""Atomic writes of the text files a build owns (sidecars, tables, README, CHANGES), the
+check that there is room to write at all, and the parse of its JSON sidecars read back.
 
 Write beside the target, then rename: no half-written file survives an interruption, and a
 symlink into the annex is replaced, never written through. A write whose content is unchanged
