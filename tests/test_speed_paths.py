@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from helpers import annex, clone, git, image_file, image_ids, nv, write_spec
 
 from nv_datalad.dataset.annex import url_key
@@ -173,3 +174,84 @@ def test_a_new_dataset_is_what_datalad_create_makes(built, tmp_path):
     assert "nothing to save" in status.stdout
     copy = clone(built, tmp_path / "clone")
     assert dl.Dataset(str(copy)).id == ds.id
+
+
+def _late_collection(emu, selection: set[int], nth: int, seconds: float) -> int:
+    """Make the image list of the ``nth`` collection the default walk reads answer late;
+    returns how many images the walk takes before it (max_images one more needs it)."""
+    cids = sorted({emu.images[i]["collection_id"] for i in selection})
+    emu.set_faults(stall_rate=1.0, stall_seconds=seconds,
+                   paths=f"/api/collections/{cids[nth - 1]}/images")
+    return sum(1 for i in selection if emu.images[i]["collection_id"] in cids[:nth - 1])
+
+
+def _stop_at_crawl_end(emu, seen: list[int], interrupt: bool):
+    """A progress callback: the crawl ended (all images selected); note how many files the
+    server had sent by then, and press Ctrl-C there if asked to."""
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "metadata" and total:
+            seen.append(sum(emu.downloads.values()))
+            if interrupt:
+                raise KeyboardInterrupt
+
+    return progress
+
+
+def test_downloads_begin_while_the_crawl_still_walks(emulator, default_selection, tmp_path):
+    """A collection whose list answers late holds the crawl up, not the downloads: the
+    first collection's files have landed before the crawl ends, each is fetched exactly
+    once, and the dataset is what a build always makes."""
+    from nv_datalad.pipeline import build
+
+    given = _late_collection(emulator, default_selection, 2, seconds=3.0)
+    seen: list[int] = []
+    emulator.reset_counters()
+    report = build(load_spec(write_spec(tmp_path, emulator.url, max_images=given + 1)),
+                   tmp_path / "ds", progress=_stop_at_crawl_end(emulator, seen, False))
+    ds = tmp_path / "ds"
+    assert len(seen) == 1 and seen[0] >= given  # the first collection's, before the end
+    assert report.exit_status == 0 and len(image_ids(ds)) == given + 1
+    assert dict(emulator.downloads) == {i: 1 for i in image_ids(ds)}
+    assert git(ds, "status", "--porcelain") == ""
+    assert not any((ds / ".git" / "nv-datalad-tmp").iterdir())
+
+
+def test_ctrl_c_during_the_crawl_of_a_new_dataset_leaves_nothing(emulator, default_selection,
+                                                                 tmp_path):
+    """Files the crawl started are stopped and deleted with the half-made dataset."""
+    from nv_datalad.pipeline import build
+
+    given = _late_collection(emulator, default_selection, 2, seconds=1.0)
+    seen: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        build(load_spec(write_spec(tmp_path, emulator.url, max_images=given + 1)),
+              tmp_path / "ds", progress=_stop_at_crawl_end(emulator, seen, True))
+    assert seen and seen[0] > 0  # downloads had begun
+    assert not (tmp_path / "ds").exists()
+
+
+def test_ctrl_c_during_the_crawl_of_an_update_changes_nothing(emulator, default_selection,
+                                                              tmp_path):
+    """An update whose crawl had started downloading new images, stopped: no file of them
+    in the work tree or the download directory, HEAD as it was, and the next build adds
+    them."""
+    from nv_datalad.pipeline import build
+
+    first = _late_collection(emulator, default_selection, 2, seconds=0.0)
+    ds = tmp_path / "ds"
+    build(load_spec(write_spec(tmp_path, emulator.url, max_images=first)), ds)
+    before = (git(ds, "rev-parse", "HEAD"), image_ids(ds))
+    given = _late_collection(emulator, default_selection, 3, seconds=1.0)
+    spec = write_spec(tmp_path, emulator.url, max_images=given + 1)
+    seen: list[int] = []
+    emulator.reset_counters()
+    with pytest.raises(KeyboardInterrupt):
+        build(load_spec(spec), ds, progress=_stop_at_crawl_end(emulator, seen, True))
+    assert seen and seen[0] > 0  # the second collection's files had begun to come
+    assert (git(ds, "rev-parse", "HEAD"), image_ids(ds)) == before
+    assert git(ds, "status", "--porcelain") == ""
+    assert not [p for p in (ds / ".git" / "nv-datalad-tmp").iterdir()]
+    emulator.set_faults()
+    assert build(load_spec(spec), ds).exit_status == 0
+    assert len(image_ids(ds)) == given + 1

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from nv_datalad.dataset import layout
-from nv_datalad.neurovault.download import CHUNK, DiskFull, Wanted, fetch_all
+from nv_datalad.neurovault.download import CHUNK, DiskFull, Downloads, Wanted, fetch_all
 
 
 @pytest.fixture(scope="module")
@@ -206,21 +206,47 @@ def test_a_failing_callback_stops_the_queued_downloads(tiny, session, tmp_path):
     with pytest.raises(RuntimeError, match="the caller gave up"):
         fetch_all(session, tmp_path, _wanted(tiny, ids), workers=1, on_result=on_result)
     for thread in set(threading.enumerate()) - before:  # the worker ends its current item
-        if thread.name.startswith("ThreadPoolExecutor"):
+        if thread.name.startswith("download"):
             thread.join(timeout=30)
     assert tiny.counters["file_get"] <= 2  # the first, maybe the one in flight, no more
     assert sum(1 for _ in (tmp_path / "neurovault").rglob("image_*")) <= 2
 
 
-def test_nothing_to_fetch_still_makes_the_download_directory(session, tmp_path):
+def test_nothing_to_fetch_writes_nothing(session, tmp_path):
     assert fetch_all(session, tmp_path, [], workers=0) == []
-    assert (tmp_path / layout.DOWNLOAD_TMP).is_dir()
-    assert fetch_all(session, tmp_path, []) == []  # it may exist already
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_zero_workers_still_download_on_one(tiny, session, tmp_path):
     (got,) = fetch_all(session, tmp_path, _wanted(tiny, sorted(tiny.images)[:1]), workers=0)
     assert got.ok and tiny.counters["file_get"] == 1
+
+
+def test_a_file_started_early_is_fetched_once_and_appears_only_when_collected(tiny, session,
+                                                                             tmp_path):
+    """The crawl starts downloads before their batch: a started file is not asked again,
+    lands at its layout path only when its batch collects it, and one no batch collects is
+    deleted when the build ends."""
+    a, b = _wanted(tiny, sorted(tiny.images)[:2])
+    with Downloads(session, tmp_path, workers=2) as downloads:
+        downloads.start(a)
+        downloads.start(b)
+        downloads.start(a)  # asked twice, fetched once
+        (got,) = downloads.fetch([a])
+        assert not list((tmp_path / "neurovault").rglob(f"image_{b.image_id}*"))
+    assert got.ok and (tmp_path / got.path).read_bytes() == tiny.image_bytes(a.image_id)
+    assert tiny.counters["file_get"] == 2
+    assert [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "neurovault").rglob("*")
+            if p.is_file()] == [got.path]
+    assert _leftovers(tmp_path) == []  # b's file, never collected, is gone
+
+
+def test_after_close_nothing_is_fetched(tiny, session, tmp_path):
+    downloads = Downloads(session, tmp_path)
+    downloads.close()
+    (got,) = downloads.fetch(_wanted(tiny, sorted(tiny.images)[:1]))
+    assert (got.path, got.error) == (None, "not fetched: the build was interrupted")
+    assert tiny.counters["file_get"] == 0
 
 
 # the demo corpus last: it takes seconds to make, and most mutants are caught before

@@ -14,7 +14,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -84,13 +84,15 @@ def _annex_initialised(root: Path) -> bool:
 
 
 @contextlib.contextmanager
-def creating(root: Path, *, description: str = "", made_dir: bool) -> Iterator[None]:
+def creating(root: Path, *, description: str = "", made_dir: bool,
+             stop_writers: Callable[[], None] | None = None) -> Iterator[None]:
     """Create a new dataset while the body runs (the crawl: ~0.3 s of git and git-annex
     start-up that would otherwise come after it); if the body or the creation fails, remove
     what was made, so a build that stops before its first import leaves nothing behind.
 
     ``made_dir``: the build made ``root`` (remove it), else it was an empty directory or what
-    a creation of ours cut short left (remove only that).
+    a creation of ours cut short left (remove only that). ``stop_writers`` runs before the
+    removal: downloads the body started must not write into a directory being removed.
     """
     with ThreadPoolExecutor(1, thread_name_prefix="create") as pool:
         made = pool.submit(create, root, description=description)
@@ -100,6 +102,8 @@ def creating(root: Path, *, description: str = "", made_dir: bool) -> Iterator[N
         except BaseException:
             with contextlib.suppress(Exception):
                 made.result()
+            if stop_writers is not None:
+                stop_writers()
             if made_dir:
                 shutil.rmtree(root, ignore_errors=True)
             else:

@@ -8,7 +8,9 @@ an interrupted one left half done, so the next build converges to the same resul
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from nv_datalad.dataset import layout, nesting, recover, repo, revision
@@ -18,13 +20,14 @@ from nv_datalad.dataset.runner import annex_version
 from nv_datalad.dataset.state import local_collections, local_images
 from nv_datalad.errors import DatasetError, NvDataladError
 from nv_datalad.neurovault.client import ClientConfig, NeuroVaultClient
+from nv_datalad.neurovault.download import GRACE, Downloads, Wanted
 from nv_datalad.neurovault.serving import serving
 from nv_datalad.options import DEFAULT_CHECKPOINT, DEFAULT_JOBS
 from nv_datalad.pipeline import apply, derive, probe, release
 from nv_datalad.pipeline.context import BuildContext, Progress, no_progress
 from nv_datalad.pipeline.plan import Change, Plan, format_plan, make_plan, next_version
 from nv_datalad.pipeline.report import BuildReport
-from nv_datalad.pipeline.select import Selection, select, select_local
+from nv_datalad.pipeline.select import Selected, Selection, select, select_local
 from nv_datalad.spec import Spec, load_spec, spec_to_yaml
 
 __all__ = ["BuildReport", "build"]
@@ -64,9 +67,13 @@ def build(
         exists = repo.is_dataset(root)
         tree = nesting.Tree(root, nested=nested_for(root, spec, exists), jobs=jobs,
                             description=spec.description)
+        downloads = None
+        if client is not None and spec.content == "download" and not dry_run:
+            downloads = Downloads(client.file_session, root, workers=jobs,
+                                  timeout=client.config.file_timeout)
         ctx = BuildContext(spec, root, base_url, client,
                            Annex(root, stall_timeout=stall_timeout, workers=jobs), tree, jobs,
-                           max(1, checkpoint), recheck, progress)
+                           max(1, checkpoint), recheck, progress, downloads=downloads)
         if dry_run:
             _, plan, problems = plan_images(ctx, local_images(root) if exists else {},
                                             settle=False)
@@ -74,11 +81,12 @@ def build(
                                version=_would_tag(ctx, plan),
                                subdatasets=_subdatasets(ctx, plan, prune))
         made_dir = not root.exists()
-        with repo.locked(root):
+        with repo.locked(root), downloads or contextlib.nullcontext():
             if exists:
                 repo.create(root, description=spec.description)  # finishes a cut-short one
                 return _run(ctx, prune=prune, planned=None)
-            with repo.creating(root, description=spec.description, made_dir=made_dir):
+            with repo.creating(root, description=spec.description, made_dir=made_dir,
+                               stop_writers=downloads and (lambda: downloads.close(grace=GRACE))):
                 first = plan_images(ctx, {}, settle=False)
                 if not first[1].items:
                     raise NvDataladError(
@@ -124,7 +132,8 @@ def plan_images(ctx: BuildContext, local: dict[int, dict], *,
         selection = select_local(spec, local, local_collections(ctx.root))
         return selection, make_plan(selection.items, local, mode=spec.mode), []
     ctx.progress("metadata", 0, 0)
-    selection = select(client, spec, keep=frozenset(local))
+    selection = select(client, spec, keep=frozenset(local), on_take=_head_start(ctx, local))
+    ctx.progress("metadata", len(selection.items), len(selection.items))
     still = probe.still_on_server(client, selection, local)
     plan = make_plan(selection.items, local, mode=spec.mode, file_url=ctx.file_url,
                      still_on_server=still, seen_records=selection.unmatched,
@@ -135,6 +144,23 @@ def plan_images(ctx: BuildContext, local: dict[int, dict], *,
                          still_on_server=still, file_changed=changed,
                          seen_records=selection.unmatched, recheck=ctx.recheck)
     return selection, plan, [*selection.failures, *selection.refused]
+
+
+def _head_start(ctx: BuildContext, local: Mapping[int, dict]) -> Callable[[Selected], None] | None:
+    """Downloads begin while the crawl walks on: each image selected that is new to the
+    dataset is asked for at once, up to one checkpoint batch (what the first import takes)."""
+    downloads = ctx.downloads
+    if downloads is None:
+        return None
+    room = [ctx.checkpoint]
+
+    def start(sel: Selected) -> None:
+        url = ctx.file_url(sel.image)
+        if room[0] > 0 and sel.image_id not in local and url is not None:
+            room[0] -= 1
+            downloads.start(Wanted(url, sel.collection_id, sel.image_id))
+
+    return start
 
 
 def _would_tag(ctx: BuildContext, plan: Plan) -> str | None:

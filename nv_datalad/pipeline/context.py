@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from nv_datalad._version import __version__
@@ -20,6 +20,9 @@ from nv_datalad.dataset.nesting import Tree
 from nv_datalad.neurovault.client import NeuroVaultClient
 from nv_datalad.records import PROVENANCE_KEY
 from nv_datalad.spec import Spec
+
+if TYPE_CHECKING:
+    from nv_datalad.neurovault.download import Downloads
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class BuildContext:
     recheck: bool = False  # trust no date, no remembered Neurosynth miss
     progress: Progress = no_progress
     label: str = ""  # appended to derivative commit messages (a cluster job names itself)
+    downloads: Downloads | None = None  # one pool per build: the crawl starts the first files
 
     def file_url(self, record: Mapping[str, Any]) -> str | None:
         """The http(s) URL to fetch a record's file from (None: refused)."""

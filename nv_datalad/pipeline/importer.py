@@ -136,9 +136,12 @@ def _download(ctx: BuildContext, todo: Sequence[tuple[PlannedImage, str]], actio
                                                            key=key), tag=str(index))
             placed.append(Placed(item, got.path, url, key))
 
-        fetch_all(ctx.client.file_session, ctx.root,
-                  [Wanted(url, item.collection_id, item.image_id) for item, url in todo],
-                  workers=ctx.jobs, timeout=ctx.client.config.file_timeout, on_result=landed)
+        wanted = [Wanted(url, item.collection_id, item.image_id) for item, url in todo]
+        if ctx.downloads is not None:  # the build's pool: the crawl may have started some
+            ctx.downloads.fetch(wanted, landed)
+        else:
+            fetch_all(ctx.client.file_session, ctx.root, wanted, workers=ctx.jobs,
+                      timeout=ctx.client.config.file_timeout, on_result=landed)
     finally:
         annex.close()
         _unregistered(ctx, annex.failed, todo, action, failures, placed)

@@ -78,9 +78,11 @@ class _Walk:
     """Mutable state of one walk: failure counters and the results gathered so far."""
 
     def __init__(self, max_images: int | None, max_consecutive_fails: int,
-                 keep: frozenset[int] = frozenset()):
+                 keep: frozenset[int] = frozenset(),
+                 on_take: Callable[[Selected], None] | None = None):
         self.sel = Selection()
         self.keep = keep
+        self.on_take = on_take
         self.max_images = max_images
         self.max_consecutive_fails = max_consecutive_fails
         self.consecutive_fails = 0
@@ -138,6 +140,8 @@ class _Walk:
             # annex metadata, load) reads collection_id, so record the one we walked
             image = {**image, "collection_id": collection["id"]}
         self.sel.items.append(Selected(image, collection))
+        if self.on_take is not None:
+            self.on_take(self.sel.items[-1])
 
 
 def select(
@@ -146,11 +150,15 @@ def select(
     *,
     keep: frozenset[int] = frozenset(),
     max_consecutive_fails: int = MAX_CONSECUTIVE_FAILS,
+    on_take: Callable[[Selected], None] | None = None,
 ) -> Selection:
     """Walk the server as ``spec`` says. Failures become result records, never exceptions,
     until ``max_consecutive_fails`` in a row suggest the server is down. ``keep``: ids of
-    images the dataset holds, whose records are kept even when they no longer match."""
-    walk = _Walk(None if spec.explicit else spec.max_images, max_consecutive_fails, keep)
+    images the dataset holds, whose records are kept even when they no longer match.
+    ``on_take`` sees each image as it is selected, while the walk goes on (downloads start
+    there)."""
+    walk = _Walk(None if spec.explicit else spec.max_images, max_consecutive_fails, keep,
+                 on_take)
     if walk.full:  # max_images: 0 asks for nothing
         return walk.sel
     try:
